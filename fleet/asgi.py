@@ -1,0 +1,24 @@
+"""ASGI entry point: Django for HTTP, the telemetry consumers for WebSockets."""
+
+from __future__ import annotations
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "fleet.settings")
+# Initialise Django before importing anything that touches models.
+django_asgi_app = get_asgi_application()
+
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+
+from telemetry.routing import websocket_urlpatterns  # noqa: E402
+
+application = ProtocolTypeRouter(
+    {
+        "http": django_asgi_app,
+        # Each route carries its own guard (see telemetry.routing): robots authenticate with a
+        # token and send no Origin; dashboards use the session and have their Origin checked.
+        "websocket": URLRouter(websocket_urlpatterns),
+    }
+)

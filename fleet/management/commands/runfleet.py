@@ -1,0 +1,113 @@
+"""`manage.py runfleet`: migrate, then run Redis (if embedded), daphne and qcluster, and supervise them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError
+
+from fleet.embedded_redis import EmbeddedRedis, EmbeddedRedisError
+
+STOP_TIMEOUT = 8.0
+
+
+class Command(BaseCommand):
+    help = "Run the whole service: migrations, embedded Redis (when REDIS_URL is unset), daphne and qcluster."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--port", type=int, default=8000)
+        parser.add_argument("--no-qcluster", action="store_true", help="Run daphne only (e.g. a second web process).")
+
+    def handle(self, *args, host: str, port: int, no_qcluster: bool, **options):
+        # Migrating also creates the scheduled jobs (metrics' post_migrate handler), idempotently.
+        call_command("migrate", interactive=False, verbosity=0)
+        if not settings.DEBUG:
+            call_command("collectstatic", interactive=False, verbosity=0)
+
+        redis_server = None
+        if settings.REDIS_EMBEDDED:
+            try:
+                redis_server = EmbeddedRedis(settings.VAR_DIR / "redis").start()
+            except EmbeddedRedisError as exc:
+                raise CommandError(str(exc)) from None
+
+        env = {**os.environ, "REDIS_URL": settings.REDIS_URL, "PYTHONUNBUFFERED": "1"}
+        commands = {"daphne": [sys.executable, "-m", "fleet.serve", "--bind", host, "--port", str(port)]}
+        if not no_qcluster:
+            commands["qcluster"] = [sys.executable, "manage.py", "qcluster"]
+        children: dict[str, subprocess.Popen] = {}
+        stopping = False
+
+        def request_stop(signum, frame):
+            nonlocal stopping
+            stopping = True
+
+        signal.signal(signal.SIGINT, request_stop)
+        signal.signal(signal.SIGTERM, request_stop)
+        exit_code = 0
+        try:
+            for name, command in commands.items():
+                # A session of its own, so a terminal's Ctrl-C reaches only us and we stop
+                # children in order; killpg then also reaches qcluster's worker processes.
+                children[name] = subprocess.Popen(command, cwd=settings.BASE_DIR, env=env, start_new_session=True)
+            base = f"http://{host}:{port}"
+            self.stdout.write(
+                f"Fleet Telemetry is starting on {base}\n"
+                f"  health     {base}/healthz\n"
+                f"  API        {base}/api/telemetry/info\n"
+                f"  API docs   {base}/api/docs/\n"
+                f"  admin      {base}/admin/\n"
+                f"  dashboard  {base}/dashboard/\n"
+                f"  metrics    {base}/metrics\n"
+                f"  robots     ws://{host}:{port}/api/telemetry/ws/<robot_id>\n"
+                f"  Redis      {settings.REDIS_URL}{' (embedded)' if redis_server else ''}\n"
+                "Press Ctrl-C to stop."
+            )
+            while not stopping:
+                dead = [(name, child.returncode) for name, child in children.items() if child.poll() is not None]
+                if dead:
+                    name, code = dead[0]
+                    self.stderr.write(f"{name} exited unexpectedly with code {code}; stopping the service.")
+                    exit_code = 1
+                    break
+                time.sleep(0.2)
+        finally:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            _stop_all(children.values())
+            if redis_server is not None:
+                redis_server.stop()
+        if exit_code:
+            sys.exit(exit_code)
+        self.stdout.write("Fleet Telemetry stopped.")
+
+
+def _stop_all(children) -> None:
+    """SIGTERM every child's process group, wait, then SIGKILL whatever is left."""
+    children = [child for child in children if child.poll() is None]
+    for child in children:
+        _signal_group(child, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT
+    for child in children:
+        try:
+            child.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+    for child in children:
+        # Also reaches grandchildren (qcluster's workers) even when the leader has exited.
+        _signal_group(child, signal.SIGKILL)
+        child.wait()
+
+
+def _signal_group(child: subprocess.Popen, signum: int) -> None:
+    try:
+        os.killpg(child.pid, signum)
+    except ProcessLookupError:
+        pass

@@ -1,0 +1,51 @@
+"""The one place that builds Redis clients. Nothing else reads REDIS_URL."""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from functools import cache
+
+import redis
+import redis.asyncio
+from django.conf import settings
+
+
+def _options() -> dict:
+    return {
+        "socket_connect_timeout": settings.REDIS_CONNECT_TIMEOUT,
+        "socket_timeout": settings.REDIS_SOCKET_TIMEOUT,
+        "health_check_interval": 30,
+    }
+
+
+@cache
+def get_client() -> redis.Redis:
+    """A process-wide client with short timeouts, for request and job code."""
+    return redis.Redis.from_url(settings.REDIS_URL, max_connections=settings.REDIS_MAX_CONNECTIONS, **_options())
+
+
+def new_client(**overrides) -> redis.Redis:
+    """A private client, e.g. for a background thread or a blocking read (socket_timeout=None)."""
+    return redis.Redis.from_url(settings.REDIS_URL, **{**_options(), **overrides})
+
+
+_async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, redis.asyncio.Redis] = weakref.WeakKeyDictionary()
+
+
+def get_async_client() -> redis.asyncio.Redis:
+    """An asyncio client bound to the running event loop (connections can't cross loops)."""
+    loop = asyncio.get_running_loop()
+    client = _async_clients.get(loop)
+    if client is None:
+        client = redis.asyncio.Redis.from_url(
+            settings.REDIS_URL, max_connections=settings.REDIS_MAX_CONNECTIONS, **_options()
+        )
+        _async_clients[loop] = client
+    return client
+
+
+def reset_clients() -> None:
+    """Forget cached clients (after a fork, or when tests point REDIS_URL elsewhere)."""
+    get_client.cache_clear()
+    _async_clients.clear()

@@ -1,0 +1,294 @@
+"""Settings for Fleet Telemetry. Every value comes from the environment, with a default.
+
+A bad value stops start-up with ImproperlyConfigured naming the variable.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def envbool(name: str, default: str) -> bool:
+    value = os.environ.get(name, default).strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ImproperlyConfigured(f"{name} must be one of 1/0, true/false, yes/no, on/off; got {value!r}")
+
+
+def envint(name: str, default: str, minimum: int | None = 0) -> int:
+    raw = os.environ.get(name, default)
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be an integer; got {raw!r}") from None
+    if minimum is not None and value < minimum:
+        raise ImproperlyConfigured(f"{name} must be at least {minimum}; got {value}")
+    return value
+
+
+def envfloat(name: str, default: str, minimum: float = 0.0) -> float:
+    raw = os.environ.get(name, default)
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number; got {raw!r}") from None
+    if not value >= minimum or value == float("inf"):
+        raise ImproperlyConfigured(f"{name} must be a finite number of at least {minimum}; got {raw!r}")
+    return value
+
+
+def envlist(name: str, default: str) -> list[str]:
+    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+VAR_DIR = Path(os.environ.get("FLEET_VAR_DIR", BASE_DIR / "var")).resolve()
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+
+DEBUG = envbool("DJANGO_DEBUG", "1")
+
+
+def _secret_key() -> str:
+    key = os.environ.get("DJANGO_SECRET_KEY", "")
+    if key:
+        return key
+    if not DEBUG:
+        raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is off")
+    # In debug, generate one once and keep it, so sessions survive restarts.
+    path = VAR_DIR / "secret_key"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(50))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+SECRET_KEY = _secret_key()
+ALLOWED_HOSTS = envlist("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]" if DEBUG else "")
+CSRF_TRUSTED_ORIGINS = envlist("DJANGO_CSRF_TRUSTED_ORIGINS", "")
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "channels",
+    "django_q",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "fleet",
+    "metrics",
+    "telemetry",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "fleet.urls"
+ASGI_APPLICATION = "fleet.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database ---------------------------------------------------------------------------------
+_database_url = os.environ.get("DATABASE_URL", f"sqlite:///{VAR_DIR / 'fleet.sqlite3'}")
+try:
+    DATABASES = {"default": dj_database_url.parse(_database_url, conn_max_age=60, conn_health_checks=True)}
+except Exception as exc:
+    raise ImproperlyConfigured(f"DATABASE_URL is not a database URL dj-database-url understands: {exc}") from None
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # SQLite is shared by daphne, qcluster and tests' server processes: wait for locks, don't fail.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"]["OPTIONS"] = {"timeout": 20, "init_command": "PRAGMA journal_mode=WAL;"}
+    # A file, not :memory:, so that end-to-end tests' daphne processes see the test database.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Redis ------------------------------------------------------------------------------------
+# One place decides where Redis is; everything else asks fleet.redis.
+REDIS_EMBEDDED = not os.environ.get("REDIS_URL")
+REDIS_URL = os.environ.get("REDIS_URL") or f"unix://{VAR_DIR / 'redis' / 'redis.sock'}"
+if urlsplit(REDIS_URL).scheme not in {"redis", "rediss", "unix"}:
+    raise ImproperlyConfigured(f"REDIS_URL must start with redis://, rediss:// or unix://; got {REDIS_URL!r}")
+# A hung Redis must never hold a request for long.
+REDIS_CONNECT_TIMEOUT = envfloat("REDIS_CONNECT_TIMEOUT", "0.5")
+REDIS_SOCKET_TIMEOUT = envfloat("REDIS_SOCKET_TIMEOUT", "0.5")
+REDIS_MAX_CONNECTIONS = envint("REDIS_MAX_CONNECTIONS", "1000", minimum=1)
+
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {
+            "hosts": [{"address": REDIS_URL, "max_connections": REDIS_MAX_CONNECTIONS}],
+            # Fan-out is coalesced to a few messages a second per process, so a modest
+            # capacity is enough; expiry bounds what a vanished consumer leaves behind.
+            "capacity": envint("CHANNELS_CAPACITY", "500", minimum=1),
+            "expiry": 60,
+            # Consumers refresh their memberships well within this (see telemetry.connections).
+            "group_expiry": 86400,
+        },
+    },
+}
+
+Q_CLUSTER = {
+    "name": "fleet",
+    "workers": envint("Q_WORKERS", "2", minimum=1),
+    "timeout": 300,
+    "retry": 360,
+    "max_attempts": 1,
+    # Missed runs after downtime must not replay as a burst.
+    "catch_up": False,
+    "redis": REDIS_URL,
+    "save_limit": 250,
+    "ack_failures": True,
+    "label": "Django Q2",
+}
+
+# --- Auth, API, static ------------------------------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "/admin/login/"
+LOGIN_REDIRECT_URL = "/dashboard/"
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.SessionAuthentication",
+        "rest_framework.authentication.TokenAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "PAGE_SIZE": 100,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.AnonRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {"anon": os.environ.get("API_ANON_THROTTLE", "120/minute")},
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Fleet Telemetry API",
+    "DESCRIPTION": "Robot telemetry, fleet presence, mission counters and lifecycle events.",
+    "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI is served from our own static files: the service must work offline.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "VERSION": None,
+}
+
+CACHES = {
+    # DRF's anonymous throttle counts live here. Per process on purpose: a hung Redis must not
+    # turn every anonymous request into an error, and the limit is a guard, not a quota.
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+}
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
+        if DEBUG
+        else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+    },
+}
+# Under daphne there is no runserver to serve static files in debug; whitenoise does it.
+WHITENOISE_USE_FINDERS = DEBUG
+WHITENOISE_AUTOREFRESH = DEBUG
+
+# --- Production hardening (check --deploy) ----------------------------------------------------
+if not DEBUG:
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_SSL_REDIRECT = envbool("DJANGO_SECURE_SSL_REDIRECT", "1")
+    # Load balancers and Prometheus speak plain HTTP to the process.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
+    SECURE_HSTS_SECONDS = envint("DJANGO_SECURE_HSTS_SECONDS", "31536000")
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = envbool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", "1")
+    SECURE_HSTS_PRELOAD = envbool("DJANGO_SECURE_HSTS_PRELOAD", "0")
+if envbool("DJANGO_BEHIND_PROXY", "0"):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("DJANGO_LOG_LEVEL", "INFO")},
+    "loggers": {
+        # daphne logs every request at INFO through these; keep them quiet unless asked.
+        "daphne": {"level": "WARNING"},
+        "django.channels.server": {"level": "WARNING"},
+    },
+}
+
+# --- Fleet: events ----------------------------------------------------------------------------
+FLEET_EVENT_STREAM = os.environ.get("FLEET_EVENT_STREAM", "brain:events:stream")
+FLEET_EVENT_STREAM_MAXLEN = envint("FLEET_EVENT_STREAM_MAXLEN", "100000", minimum=1)
+FLEET_EVENT_BUFFER = envint("FLEET_EVENT_BUFFER", "10000", minimum=1)
+FLEET_EVENT_FLUSH_TIMEOUT = envfloat("FLEET_EVENT_FLUSH_TIMEOUT", "5")
+
+# --- Metrics ----------------------------------------------------------------------------------
+FLEET_MISSION_STREAM = os.environ.get("FLEET_MISSION_STREAM", "brain.events.missions")
+METRICS_AGGREGATION_BATCH = envint("METRICS_AGGREGATION_BATCH", "1000", minimum=1)
+METRICS_AGGREGATION_MAX_PER_RUN = envint("METRICS_AGGREGATION_MAX_PER_RUN", "1000000", minimum=1)
+METRICS_AGGREGATION_INTERVAL = envint("METRICS_AGGREGATION_INTERVAL", "30", minimum=1)
+METRICS_SNAPSHOT_RETENTION_DAYS = envint("METRICS_SNAPSHOT_RETENTION_DAYS", "90", minimum=1)
+METRICS_BEARER_TOKEN = os.environ.get("METRICS_BEARER_TOKEN", "")
+
+# --- Telemetry --------------------------------------------------------------------------------
+TELEMETRY_MAX_MESSAGE_BYTES = envint("TELEMETRY_MAX_MESSAGE_BYTES", "65536", minimum=1024)
+TELEMETRY_MAX_FRAMES_PER_SECOND = envint("TELEMETRY_MAX_FRAMES_PER_SECOND", "20", minimum=1)
+TELEMETRY_MAX_INVALID_FRAMES = envint("TELEMETRY_MAX_INVALID_FRAMES", "10", minimum=1)
+TELEMETRY_IDLE_TIMEOUT = envfloat("TELEMETRY_IDLE_TIMEOUT", "120", minimum=0.1)
+TELEMETRY_MAX_CONNECTS_PER_MINUTE = envint("TELEMETRY_MAX_CONNECTS_PER_MINUTE", "30", minimum=1)
+TELEMETRY_SAMPLE_INTERVAL = envfloat("TELEMETRY_SAMPLE_INTERVAL", "10")
+TELEMETRY_RETENTION_DAYS = envint("TELEMETRY_RETENTION_DAYS", "30", minimum=1)
+TELEMETRY_PUBLISH_MIN_INTERVAL = envfloat("TELEMETRY_PUBLISH_MIN_INTERVAL", "1.0")
+TELEMETRY_PUBLISH_ON_READ = envbool("TELEMETRY_PUBLISH_ON_READ", "1")
+TELEMETRY_PRESENCE_TTL = envfloat("TELEMETRY_PRESENCE_TTL", "60", minimum=0.5)
+TELEMETRY_STALE_AFTER = envfloat("TELEMETRY_STALE_AFTER", "30", minimum=0.1)
+TELEMETRY_FLUSH_INTERVAL = envfloat("TELEMETRY_FLUSH_INTERVAL", "0.05", minimum=0.001)
