@@ -292,3 +292,12 @@ TELEMETRY_PUBLISH_ON_READ = envbool("TELEMETRY_PUBLISH_ON_READ", "1")
 TELEMETRY_PRESENCE_TTL = envfloat("TELEMETRY_PRESENCE_TTL", "60", minimum=0.5)
 TELEMETRY_STALE_AFTER = envfloat("TELEMETRY_STALE_AFTER", "30", minimum=0.1)
 TELEMETRY_FLUSH_INTERVAL = envfloat("TELEMETRY_FLUSH_INTERVAL", "0.05", minimum=0.001)
+
+# --- Prometheus -------------------------------------------------------------------------------
+# Collectors that /metrics reads at scrape time, from the database or Redis, so that every
+# process reports the same numbers.
+METRICS_COLLECTORS = [
+    "metrics.prometheus.CounterCollector",
+    "fleet.events.prometheus.EventsCollector",
+    "telemetry.prometheus.FleetCollector",
+]
