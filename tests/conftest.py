@@ -16,3 +16,19 @@ def redis_client() -> redis.Redis:
     client.flushdb()
     yield client
     reset_clients()
+
+
+@pytest.fixture
+def operator(django_user_model):
+    """A staff user who watches the fleet (admin, dashboard, API)."""
+    return django_user_model.objects.create_user("olivia", "olivia@example.com", "correct horse", is_staff=True)
+
+
+@pytest.fixture
+def r2d2():
+    """Robot r2d2 and its token, as `create_robot` issues them."""
+    from telemetry.robots import create_robot
+
+    robot, token = create_robot("r2d2", name="Astromech")
+    robot.token = token
+    return robot
