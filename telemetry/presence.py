@@ -1,0 +1,210 @@
+"""Fleet-wide presence in Redis: who is connected (a live lease) and who is reporting (a recent frame).
+
+Keys (all scores are Unix seconds from the writing process's clock, so hosts keep NTP time):
+- `telemetry:leases`                 ZSET connection_id -> lease expiry: one member per live socket.
+- `telemetry:robot:<robot_id>:leases` ZSET connection_id -> lease expiry, per robot (to recompute
+  the robot's own expiry when one of its connections goes away).
+- `telemetry:connected`              ZSET robot_id -> latest expiry among its leases.
+- `telemetry:reporting`              ZSET robot_id -> server time of its last accepted frame.
+- `telemetry:connects:<robot_id>`    ZSET of handshake times in the last minute (connect-rate limit).
+
+A lease is written on connect, refreshed in batches while the socket is open (telemetry.connections)
+and removed on close (telemetry.ingest's flusher). A process killed with -9 removes nothing: its
+leases simply stop being refreshed, and every reader counts only scores in the future, so they
+vanish from the counts within TELEMETRY_PRESENCE_TTL. Expired members are trimmed on refresh.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+import redis
+import redis.asyncio
+from django.conf import settings
+
+from fleet.redis import get_async_client, get_client
+
+LEASES = "telemetry:leases"
+CONNECTED = "telemetry:connected"
+REPORTING = "telemetry:reporting"
+CONNECT_WINDOW = 60.0
+
+
+def robot_leases_key(robot_id: str) -> str:
+    return f"telemetry:robot:{robot_id}:leases"
+
+
+def connects_key(robot_id: str) -> str:
+    return f"telemetry:connects:{robot_id}"
+
+
+# One round trip on connect: the sliding-window rate check and, when admitted, the lease.
+# Only admitted handshakes count, so `retry_after` is exactly when the window frees a slot.
+CONNECT_SCRIPT = """
+local now = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+local limit = tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+if redis.call('ZCARD', KEYS[1]) >= limit then
+  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  return {0, tostring(tonumber(oldest[2]) + window - now)}
+end
+redis.call('ZADD', KEYS[1], now, ARGV[4])
+redis.call('PEXPIRE', KEYS[1], math.ceil(window * 1000))
+redis.call('ZADD', KEYS[2], ARGV[6], ARGV[4])
+redis.call('ZADD', KEYS[3], ARGV[6], ARGV[4])
+redis.call('PEXPIRE', KEYS[3], ARGV[7])
+redis.call('ZADD', KEYS[4], 'GT', ARGV[6], ARGV[5])
+return {1, '0'}
+"""
+
+# Refresh many leases at once. ARGV: expiry, ttl_ms, then connection_id, robot_id pairs.
+REFRESH_SCRIPT = """
+local expiry = ARGV[1]
+for i = 3, #ARGV, 2 do
+  local conn, robot = ARGV[i], ARGV[i + 1]
+  local per_robot = 'telemetry:robot:' .. robot .. ':leases'
+  redis.call('ZADD', KEYS[1], expiry, conn)
+  redis.call('ZADD', per_robot, expiry, conn)
+  redis.call('PEXPIRE', per_robot, ARGV[2])
+  redis.call('ZADD', KEYS[2], 'GT', expiry, robot)
+end
+return 1
+"""
+
+# Remove leases. ARGV: now, then connection_id, robot_id pairs. A robot stays connected while
+# another of its leases (e.g. the connection that replaced this one) is alive.
+RELEASE_SCRIPT = """
+local now = tonumber(ARGV[1])
+for i = 2, #ARGV, 2 do
+  local conn, robot = ARGV[i], ARGV[i + 1]
+  local per_robot = 'telemetry:robot:' .. robot .. ':leases'
+  redis.call('ZREM', KEYS[1], conn)
+  redis.call('ZREM', per_robot, conn)
+  redis.call('ZREMRANGEBYSCORE', per_robot, '-inf', now)
+  local top = redis.call('ZRANGE', per_robot, 0, 0, 'REV', 'WITHSCORES')
+  if #top == 0 then
+    redis.call('ZREM', KEYS[2], robot)
+  else
+    redis.call('ZADD', KEYS[2], top[2], robot)
+  end
+end
+return 1
+"""
+
+
+def _connected(score: float | None, now: float) -> bool:
+    return score is not None and score > now
+
+
+def _reporting(score: float | None, now: float) -> bool:
+    return score is not None and score > now - settings.TELEMETRY_STALE_AFTER
+
+
+def _counts(pipe, now: float) -> None:
+    pipe.zcount(LEASES, f"({now}", "+inf")
+    pipe.zcount(CONNECTED, f"({now}", "+inf")
+    pipe.zcount(REPORTING, f"({now - settings.TELEMETRY_STALE_AFTER}", "+inf")
+
+
+def _counts_result(values: list) -> dict[str, int]:
+    return {
+        "active_connections": int(values[0]),
+        "robots_connected": int(values[1]),
+        "robots_reporting": int(values[2]),
+    }
+
+
+def fleet_counts(client: redis.Redis | None = None) -> dict[str, int]:
+    """Live leases, connected robots and reporting robots, fleet-wide. Raises redis.RedisError."""
+    pipe = (client or get_client()).pipeline(transaction=False)
+    _counts(pipe, time.time())
+    return _counts_result(pipe.execute())
+
+
+async def afleet_counts(client: redis.asyncio.Redis | None = None) -> dict[str, int]:
+    pipe = (client or get_async_client()).pipeline(transaction=False)
+    _counts(pipe, time.time())
+    return _counts_result(await pipe.execute())
+
+
+def _states(robot_ids: list[str], connected: list, reporting: list, now: float) -> dict[str, dict[str, bool]]:
+    return {
+        robot_id: {"connected": _connected(lease, now), "reporting": _reporting(seen, now)}
+        for robot_id, lease, seen in zip(robot_ids, connected, reporting, strict=True)
+    }
+
+
+def robot_states(robot_ids: Iterable[str], client: redis.Redis | None = None) -> dict[str, dict[str, bool]]:
+    """{robot_id: {"connected": bool, "reporting": bool}} for each id. Raises redis.RedisError."""
+    robot_ids = list(robot_ids)
+    if not robot_ids:
+        return {}
+    pipe = (client or get_client()).pipeline(transaction=False)
+    pipe.zmscore(CONNECTED, robot_ids)
+    pipe.zmscore(REPORTING, robot_ids)
+    connected, reporting = pipe.execute()
+    return _states(robot_ids, connected, reporting, time.time())
+
+
+async def arobot_states(
+    robot_ids: Iterable[str], client: redis.asyncio.Redis | None = None
+) -> dict[str, dict[str, bool]]:
+    robot_ids = list(robot_ids)
+    if not robot_ids:
+        return {}
+    pipe = (client or get_async_client()).pipeline(transaction=False)
+    pipe.zmscore(CONNECTED, robot_ids)
+    pipe.zmscore(REPORTING, robot_ids)
+    connected, reporting = await pipe.execute()
+    return _states(robot_ids, connected, reporting, time.time())
+
+
+async def admit_connection(robot_id: str, connection_id: str, client: redis.asyncio.Redis | None = None) -> float:
+    """Check the connect rate and take a lease, in one round trip. 0 when admitted, else seconds to wait."""
+    now = time.time()
+    ttl = settings.TELEMETRY_PRESENCE_TTL
+    client = client or get_async_client()
+    admitted, retry_after = await client.eval(
+        CONNECT_SCRIPT,
+        4,
+        connects_key(robot_id),
+        LEASES,
+        robot_leases_key(robot_id),
+        CONNECTED,
+        now,
+        CONNECT_WINDOW,
+        settings.TELEMETRY_MAX_CONNECTS_PER_MINUTE,
+        connection_id,
+        robot_id,
+        now + ttl,
+        int(ttl * 1000),
+    )
+    return 0.0 if int(admitted) else max(float(retry_after), 0.0)
+
+
+def _pairs(leases: Iterable[tuple[str, str]]) -> list[str]:
+    return [value for pair in leases for value in pair]
+
+
+def refresh_leases(pipe, leases: list[tuple[str, str]]) -> None:
+    """Queue on `pipe` a refresh of (connection_id, robot_id) leases and a trim of expired members."""
+    now = time.time()
+    ttl = settings.TELEMETRY_PRESENCE_TTL
+    if leases:
+        pipe.eval(REFRESH_SCRIPT, 2, LEASES, CONNECTED, now + ttl, int(ttl * 1000), *_pairs(leases))
+    pipe.zremrangebyscore(LEASES, "-inf", now)
+    pipe.zremrangebyscore(CONNECTED, "-inf", now)
+
+
+def release_leases(pipe, leases: list[tuple[str, str]]) -> None:
+    """Queue on `pipe` the removal of (connection_id, robot_id) leases."""
+    if leases:
+        pipe.eval(RELEASE_SCRIPT, 2, LEASES, CONNECTED, time.time(), *_pairs(leases))
+
+
+def mark_reporting(pipe, seen: dict[str, float]) -> None:
+    """Queue on `pipe` the server times of robots' last accepted frames."""
+    if seen:
+        pipe.zadd(REPORTING, seen, gt=True)
