@@ -50,7 +50,7 @@ class EmbeddedRedis:
             "--unixsocketperm", "700",
             "--dir", str(self.directory),
             "--logfile", str(self.directory / "redis.log"),
-            "--save", "300 1" if self.persist else "",
+            *(["--save", "300", "1"] if self.persist else ["--save", ""]),
             "--appendonly", "no",
             "--maxclients", "10000",
         ]  # fmt: skip

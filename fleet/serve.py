@@ -28,12 +28,19 @@ class FleetServer(Server):
         gc.freeze()
 
     def kill_all_applications(self):
-        from fleet import shutdown
-
-        hooks = defer.Deferred.fromFuture(asyncio.ensure_future(shutdown.run_hooks(SHUTDOWN_TIMEOUT)))
+        hooks = defer.Deferred.fromFuture(asyncio.ensure_future(_shut_down_gracefully()))
         hooks.addErrback(lambda failure: None)
         hooks.addCallback(lambda _: Server.kill_all_applications(self))
         return hooks
+
+
+async def _shut_down_gracefully() -> None:
+    """Let the apps close their sockets cleanly, then flush the events that produced."""
+    from fleet import shutdown
+    from fleet.events.stream import get_publisher
+
+    await shutdown.run_hooks(SHUTDOWN_TIMEOUT)
+    await asyncio.get_running_loop().run_in_executor(None, get_publisher().flush)
 
 
 class FleetCommandLineInterface(CommandLineInterface):

@@ -1,3 +1,7 @@
 from __future__ import annotations
 
-urlpatterns: list = []
+from django.urls import path
+
+from fleet.events.views import EventListView
+
+urlpatterns = [path("", EventListView.as_view(), name="event-list")]

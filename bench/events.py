@@ -1,0 +1,93 @@
+"""Event publishing: events/s one process publishes, and what a publish costs its caller.
+
+Run alone with `python -m bench.events [--quick]`; `python -m bench` runs it with the other cases.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+
+def _percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def _send(count: int) -> list[float]:
+    from telemetry import signals
+
+    costs = []
+    for n in range(count):
+        started = time.perf_counter_ns()
+        signals.connection_established.send(
+            sender=None, robot_id="r2d2", connection_id=f"ws_r2d2_{n}", connected_at=time.time()
+        )
+        costs.append((time.perf_counter_ns() - started) / 1000)
+    return costs
+
+
+def run(quick: bool = False) -> list[dict]:
+    from django.test import override_settings
+
+    from fleet.embedded_redis import EmbeddedRedis
+    from fleet.events.stream import get_publisher, reset_publisher
+    from fleet.redis import reset_clients
+
+    count = 20_000 if quick else 200_000
+    rows = []
+    with tempfile.TemporaryDirectory() as directory:
+        server = EmbeddedRedis(Path(directory) / "redis", persist=False).start()
+        try:
+            with override_settings(REDIS_URL=server.url, FLEET_EVENT_BUFFER=count):
+                reset_clients()
+                reset_publisher()
+                publisher = get_publisher()
+                asyncio.run(_send(1000))  # warm up: thread, connection, code paths
+                publisher.flush(30)
+
+                started = time.perf_counter()
+                costs = asyncio.run(_send(count))
+                publisher.flush(120)
+                elapsed = time.perf_counter() - started
+                rows.append(
+                    {
+                        "case": "events, Redis up",
+                        "events/s": round(count / elapsed),
+                        "caller p50 µs": round(statistics.median(costs), 1),
+                        "caller p99 µs": round(_percentile(costs, 0.99), 1),
+                    }
+                )
+
+                server.stop()
+                costs = asyncio.run(_send(count // 2))
+                rows.append(
+                    {
+                        "case": "events, Redis down (buffered)",
+                        "events/s": None,
+                        "caller p50 µs": round(statistics.median(costs), 1),
+                        "caller p99 µs": round(_percentile(costs, 0.99), 1),
+                    }
+                )
+                server.start()
+                publisher.flush(60)
+                reset_publisher()
+        finally:
+            server.stop()
+            reset_clients()
+    return rows
+
+
+if __name__ == "__main__":
+    import os
+    import sys
+
+    import django
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "fleet.settings")
+    django.setup()
+    for row in run(quick="--quick" in sys.argv):
+        print(row)

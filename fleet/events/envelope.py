@@ -1,0 +1,33 @@
+"""The Charter v1.0 event envelope."""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+import time
+
+SOURCES = {"metrics": "metrics_service", "telemetry": "telemetry_service"}
+
+# A random start and a counter make the 6 hex digits unique within a process even when it
+# emits many events in one millisecond; across processes they are as good as random.
+_suffixes = itertools.count(secrets.randbelow(1 << 24))
+
+
+def make_envelope(event_type: str, payload: dict, correlation_id: str | None = None) -> dict:
+    module = event_type.split(".", 1)[0]
+    now = time.time()
+    return {
+        "id": f"evt_{module}_{int(now * 1000)}_{next(_suffixes) & 0xFFFFFF:06x}",
+        "type": event_type,
+        "source": SOURCES[module],
+        "target": None,
+        "timestamp": now,
+        "payload": payload,
+        "meta": {
+            "correlation_id": correlation_id,
+            "version": "1.0",
+            "schema_version": 1,
+            "producer": "fleet",
+            "source_module": module,
+        },
+    }

@@ -1,0 +1,75 @@
+"""The six lifecycle events and the exact fields of their payloads (Charter v1.0)."""
+
+from __future__ import annotations
+
+from numbers import Real
+
+METRICS_FIELDS = {"cpu_usage", "memory_usage", "network_latency_ms", "battery_percentage"}
+
+# event type -> {payload field: allowed types}. `float` fields also take ints (json has one number type).
+EVENT_SCHEMAS: dict[str, dict[str, tuple[type, ...]]] = {
+    "metrics.aggregation_started": {"job_id": (str,), "run_id": (str,), "started_at": (float,)},
+    "metrics.aggregation_completed": {
+        "job_id": (str,),
+        "run_id": (str,),
+        "entries_processed": (int,),
+        "entries_skipped": (int,),
+        "duration_ms": (float,),
+        "completed_at": (float,),
+        "last_id": (str, type(None)),
+    },
+    "metrics.aggregation_failed": {
+        "job_id": (str,),
+        "run_id": (str,),
+        "error_message": (str,),
+        "error_type": (str,),
+        "failed_at": (float,),
+    },
+    "telemetry.connection_established": {"robot_id": (str,), "connection_id": (str,), "connected_at": (float,)},
+    "telemetry.connection_closed": {
+        "robot_id": (str,),
+        "connection_id": (str,),
+        "duration_seconds": (float,),
+        "reason": (str,),
+        "close_code": (int, type(None)),
+        "disconnected_at": (float,),
+    },
+    "telemetry.metrics_published": {"robot_id": (str,), "metrics": (dict,), "published_at": (float,)},
+}
+
+CLOSE_REASONS = {
+    "client_disconnect",
+    "idle_timeout",
+    "protocol_error",
+    "too_large",
+    "rate_limited",
+    "replaced",
+    "revoked",
+    "server_shutdown",
+}
+
+
+def _matches(value: object, types: tuple[type, ...]) -> bool:
+    if isinstance(value, bool):
+        return bool in types
+    if float in types and isinstance(value, Real):
+        return True
+    return isinstance(value, types)
+
+
+def payload_errors(event_type: str, payload: dict) -> list[str]:
+    """Every way `payload` differs from its schema; empty when it conforms exactly."""
+    schema = EVENT_SCHEMAS.get(event_type)
+    if schema is None:
+        return [f"unknown event type {event_type!r}"]
+    errors = [f"missing field {name!r}" for name in schema.keys() - payload.keys()]
+    errors += [f"unexpected field {name!r}" for name in payload.keys() - schema.keys()]
+    for name, types in schema.items():
+        if name in payload and not _matches(payload[name], types):
+            errors.append(f"{name!r} is {type(payload[name]).__name__}, expected {'/'.join(t.__name__ for t in types)}")
+    if event_type == "telemetry.metrics_published" and isinstance(payload.get("metrics"), dict):
+        if set(payload["metrics"]) != METRICS_FIELDS:
+            errors.append(f"metrics must have exactly {sorted(METRICS_FIELDS)}")
+    if event_type == "telemetry.connection_closed" and payload.get("reason") not in CLOSE_REASONS:
+        errors.append(f"reason {payload.get('reason')!r} is not one of {sorted(CLOSE_REASONS)}")
+    return errors
