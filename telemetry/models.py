@@ -61,3 +61,6 @@ class TelemetrySample(models.Model):
     class Meta:
         ordering = ["-reported_at"]
         indexes = [models.Index(fields=["robot", "-reported_at"]), models.Index(fields=["reported_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.robot} @ {self.reported_at:%Y-%m-%d %H:%M:%S}"

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
 
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
 from django.db import transaction
 
 from telemetry.models import ROBOT_ID_PATTERN, Robot
 from telemetry.tokens import hash_token, new_token, token_matches
 
 _ROBOT_ID = re.compile(ROBOT_ID_PATTERN)
+# Seconds that a revocation may spend telling live sessions to close.
+REVOKE_SEND_TIMEOUT = 2.0
+
+logger = logging.getLogger(__name__)
 
 
 def is_valid_robot_id(robot_id: str) -> bool:
@@ -44,3 +52,58 @@ def authenticate(robot_id: str, token: str | None) -> Robot | None:
     if robot is None or not token_matches(token, robot.token_hash):
         return None
     return robot
+
+
+def assign_new_token(robot: Robot) -> str:
+    """Give an unsaved or existing robot a new token hash (the caller saves). Returns the token."""
+    token = new_token()
+    robot.token_hash = hash_token(token)
+    return token
+
+
+def rotate_token(robot: Robot) -> str:
+    """Issue `robot` a new token; the old one stops working for new handshakes. Returns the new token."""
+    _, token = create_robot(robot.robot_id, rotate=True)
+    return token
+
+
+def robot_group(robot_id: str) -> str:
+    """The channel-layer group that a robot's live connection joins (in any daphne process)."""
+    return f"robot.{robot_id}"
+
+
+def revoke_robots(robot_ids: list[str]) -> int:
+    """Deactivate robots and, once that has committed, close their live sessions (4403). Returns how many changed."""
+    with transaction.atomic():
+        changed = Robot.objects.filter(robot_id__in=robot_ids, is_active=True).update(is_active=False)
+        # After commit: a consumer that checks the database on the message must see is_active=False.
+        transaction.on_commit(lambda: close_live_sessions(robot_ids))
+    return changed
+
+
+def revoke_robot(robot_id: str) -> int:
+    return revoke_robots([robot_id])
+
+
+def close_live_sessions(robot_ids: list[str]) -> None:
+    """Tell the live connection of each robot, wherever it runs, to close with 4403 (revoked).
+
+    Errors are logged, never raised: the revocation itself has committed, and authenticate() already
+    refuses the robot's next handshake.
+    """
+    if not robot_ids:
+        return
+    try:
+        async_to_sync(_send_revoke)(list(robot_ids))
+    except Exception:
+        logger.exception("could not notify the live sessions of revoked robots %s", ", ".join(robot_ids))
+
+
+async def _send_revoke(robot_ids: list[str]) -> None:
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    # channels-redis has no socket timeout of its own: a hung Redis must not hold an admin request.
+    async with asyncio.timeout(REVOKE_SEND_TIMEOUT):
+        for robot_id in robot_ids:
+            await layer.group_send(robot_group(robot_id), {"type": "robot.revoke"})

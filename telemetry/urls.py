@@ -1,3 +1,14 @@
 from __future__ import annotations
 
-urlpatterns: list = []
+from django.urls import path
+
+from telemetry import views
+
+# `str`, not a stricter pattern: a malformed robot_id still gets the API's JSON 404, not Django's HTML one.
+urlpatterns = [
+    path("api/telemetry/info", views.InfoView.as_view(), name="telemetry-info"),
+    path("api/telemetry/robots/", views.RobotListView.as_view(), name="robot-list"),
+    path("api/telemetry/robots/<str:robot_id>/", views.RobotDetailView.as_view(), name="robot-detail"),
+    path("api/telemetry/robots/<str:robot_id>/metrics", views.RobotMetricsView.as_view(), name="robot-metrics"),
+    path("api/telemetry/robots/<str:robot_id>/history/", views.RobotHistoryView.as_view(), name="robot-history"),
+]

@@ -6,61 +6,83 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='Robot',
+            name="Robot",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('robot_id', models.CharField(max_length=64, unique=True, validators=[django.core.validators.RegexValidator('^[A-Za-z0-9_.-]{1,64}$', "Use 1-64 letters, digits, '_', '.' or '-'.")])),
-                ('name', models.CharField(blank=True, max_length=200)),
-                ('is_active', models.BooleanField(default=True)),
-                ('token_hash', models.CharField(editable=False, max_length=64)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('last_seen_at', models.DateTimeField(blank=True, null=True)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "robot_id",
+                    models.CharField(
+                        max_length=64,
+                        unique=True,
+                        validators=[
+                            django.core.validators.RegexValidator(
+                                "^[A-Za-z0-9_.-]{1,64}$", "Use 1-64 letters, digits, '_', '.' or '-'."
+                            )
+                        ],
+                    ),
+                ),
+                ("name", models.CharField(blank=True, max_length=200)),
+                ("is_active", models.BooleanField(default=True)),
+                ("token_hash", models.CharField(editable=False, max_length=64)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("last_seen_at", models.DateTimeField(blank=True, null=True)),
             ],
             options={
-                'ordering': ['robot_id'],
+                "ordering": ["robot_id"],
             },
         ),
         migrations.CreateModel(
-            name='RobotSession',
+            name="RobotSession",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('connection_id', models.CharField(max_length=120, unique=True)),
-                ('connected_at', models.DateTimeField()),
-                ('disconnected_at', models.DateTimeField(blank=True, null=True)),
-                ('reason', models.CharField(blank=True, max_length=32)),
-                ('close_code', models.IntegerField(blank=True, null=True)),
-                ('frames_accepted', models.PositiveIntegerField(default=0)),
-                ('frames_rejected', models.PositiveIntegerField(default=0)),
-                ('robot', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='sessions', to='telemetry.robot')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("connection_id", models.CharField(max_length=120, unique=True)),
+                ("connected_at", models.DateTimeField()),
+                ("disconnected_at", models.DateTimeField(blank=True, null=True)),
+                ("reason", models.CharField(blank=True, max_length=32)),
+                ("close_code", models.IntegerField(blank=True, null=True)),
+                ("frames_accepted", models.PositiveIntegerField(default=0)),
+                ("frames_rejected", models.PositiveIntegerField(default=0)),
+                (
+                    "robot",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="sessions", to="telemetry.robot"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-connected_at'],
-                'indexes': [models.Index(fields=['robot', '-connected_at'], name='telemetry_r_robot_i_b371d7_idx')],
+                "ordering": ["-connected_at"],
+                "indexes": [models.Index(fields=["robot", "-connected_at"], name="telemetry_r_robot_i_b371d7_idx")],
             },
         ),
         migrations.CreateModel(
-            name='TelemetrySample',
+            name="TelemetrySample",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('reported_at', models.DateTimeField()),
-                ('seq', models.BigIntegerField(blank=True, null=True)),
-                ('cpu_usage', models.FloatField()),
-                ('memory_usage', models.FloatField()),
-                ('network_latency_ms', models.FloatField()),
-                ('battery_percentage', models.FloatField()),
-                ('robot', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='samples', to='telemetry.robot')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("reported_at", models.DateTimeField()),
+                ("seq", models.BigIntegerField(blank=True, null=True)),
+                ("cpu_usage", models.FloatField()),
+                ("memory_usage", models.FloatField()),
+                ("network_latency_ms", models.FloatField()),
+                ("battery_percentage", models.FloatField()),
+                (
+                    "robot",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="samples", to="telemetry.robot"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-reported_at'],
-                'indexes': [models.Index(fields=['robot', '-reported_at'], name='telemetry_t_robot_i_a74774_idx'), models.Index(fields=['reported_at'], name='telemetry_t_reporte_ebecba_idx')],
+                "ordering": ["-reported_at"],
+                "indexes": [
+                    models.Index(fields=["robot", "-reported_at"], name="telemetry_t_robot_i_a74774_idx"),
+                    models.Index(fields=["reported_at"], name="telemetry_t_reporte_ebecba_idx"),
+                ],
             },
         ),
     ]

@@ -1,0 +1,260 @@
+"""The telemetry REST API: fleet info (public), robots, their latest metrics and history (authenticated).
+
+Views stay thin: live state comes from telemetry.presence and telemetry.latest, history from the database.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime
+
+import redis
+from django.conf import settings
+from django.utils.dateparse import parse_datetime
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import exceptions, generics, status
+from rest_framework.authentication import SessionAuthentication, TokenAuthentication
+from rest_framework.pagination import LimitOffsetPagination
+from rest_framework.permissions import AllowAny, IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.throttling import AnonRateThrottle
+from rest_framework.views import APIView
+
+import fleet
+from telemetry import latest, presence, signals
+from telemetry.models import Robot, TelemetrySample
+from telemetry.robots import is_valid_robot_id
+from telemetry.serializers import (
+    ErrorSerializer,
+    InfoSerializer,
+    RobotMetricsSerializer,
+    RobotSerializer,
+    TelemetrySampleSerializer,
+)
+
+logger = logging.getLogger(__name__)
+
+SERVICE_NAME = "Fleet Telemetry System"
+FEATURES = [
+    "robot_websocket",
+    "token_auth",
+    "telemetry_backfill",
+    "fleet_presence",
+    "latest_metrics",
+    "telemetry_history",
+    "lifecycle_events",
+    "mission_metrics",
+    "prometheus",
+]
+METRIC_FIELDS = ("cpu_usage", "memory_usage", "network_latency_ms", "battery_percentage")
+
+
+class ServiceUnavailable(exceptions.APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = "Live telemetry is unavailable: Redis did not answer."
+    default_code = "redis_unavailable"
+
+
+def _error(exc_class: type[exceptions.APIException], detail: str, code: str) -> exceptions.APIException:
+    # A dict detail is rendered as the body itself: {"detail": ..., "code": ...}.
+    return exc_class({"detail": detail, "code": code})
+
+
+def _robot_or_404(robot_id: str) -> Robot:
+    robot = Robot.objects.filter(robot_id=robot_id).first() if is_valid_robot_id(robot_id) else None
+    if robot is None:
+        raise _error(exceptions.NotFound, f"No robot with robot_id {robot_id!r}.", "robot_not_found")
+    return robot
+
+
+def _states_or_none(robot_ids: list[str]) -> dict[str, dict] | None:
+    """Presence of these robots, or None when Redis is unavailable (lists then show null, not an error)."""
+    if not robot_ids:
+        return {}
+    try:
+        return presence.robot_states(robot_ids)
+    except redis.RedisError as exc:
+        logger.warning("presence unavailable: %s", exc)
+        return None
+
+
+class PrivateAPIView:
+    """Token first, so an anonymous client gets 401 with `WWW-Authenticate: Token` rather than a bare 403."""
+
+    authentication_classes = [TokenAuthentication, SessionAuthentication]
+    permission_classes = [IsAuthenticated]
+
+
+class InfoView(APIView):
+    """The service, its features, and fleet-wide live counts."""
+
+    permission_classes = [AllowAny]
+    throttle_classes = [AnonRateThrottle]
+
+    @extend_schema(
+        summary="Service info and fleet-wide live counts",
+        description=(
+            "Public. When Redis does not answer (its clients time out after 0.5 s), the answer is still 200, "
+            'with the three counts null, `"degraded": true` and a `detail`.'
+        ),
+        responses=InfoSerializer,
+    )
+    def get(self, request: Request) -> Response:
+        body = {"name": SERVICE_NAME, "version": fleet.__version__, "features": FEATURES}
+        try:
+            counts = presence.fleet_counts()
+        except redis.RedisError as exc:
+            # The static part is still true; health checks belong to /healthz, so don't fail here.
+            logger.warning("fleet counts unavailable: %s", exc)
+            return Response(
+                {
+                    **body,
+                    "active_connections": None,
+                    "robots_connected": None,
+                    "robots_reporting": None,
+                    "degraded": True,
+                    "detail": "Live counts are unavailable: Redis did not answer.",
+                }
+            )
+        return Response(
+            {
+                **body,
+                "active_connections": counts["active_connections"],
+                "robots_connected": counts["robots_connected"],
+                "robots_reporting": counts["robots_reporting"],
+            }
+        )
+
+
+class RobotListView(PrivateAPIView, generics.ListAPIView):
+    """Robots with their live state."""
+
+    queryset = Robot.objects.all()
+    serializer_class = RobotSerializer
+
+    @extend_schema(summary="List robots with connected, reporting and last_seen_at")
+    def get(self, request: Request, *args, **kwargs) -> Response:
+        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
+        states = _states_or_none([robot.robot_id for robot in page])
+        serializer = self.get_serializer(page, many=True, context={**self.get_serializer_context(), "states": states})
+        return self.get_paginated_response(serializer.data)
+
+
+class RobotDetailView(PrivateAPIView, APIView):
+    @extend_schema(
+        summary="One robot with its live state",
+        responses={200: RobotSerializer, 404: OpenApiResponse(ErrorSerializer, description="Unknown robot")},
+    )
+    def get(self, request: Request, robot_id: str) -> Response:
+        robot = _robot_or_404(robot_id)
+        states = _states_or_none([robot.robot_id])
+        return Response(RobotSerializer(robot, context={"request": request, "states": states}).data)
+
+
+class RobotMetricsView(PrivateAPIView, APIView):
+    @extend_schema(
+        summary="The robot's latest accepted metrics",
+        description=(
+            "Built from the robot's latest accepted frame. A successful read also sends the `metrics_published` "
+            "event when TELEMETRY_PUBLISH_ON_READ is on."
+        ),
+        responses={
+            200: RobotMetricsSerializer,
+            404: OpenApiResponse(ErrorSerializer, description="`robot_not_found`, or `no_telemetry` yet"),
+            503: OpenApiResponse(ErrorSerializer, description="`redis_unavailable`"),
+        },
+    )
+    def get(self, request: Request, robot_id: str) -> Response:
+        robot = _robot_or_404(robot_id)
+        try:
+            values = latest.latest_metrics(robot.robot_id)
+            state = presence.robot_states([robot.robot_id]).get(robot.robot_id) if values else None
+        except redis.RedisError as exc:
+            logger.warning("latest metrics of %s unavailable: %s", robot.robot_id, exc)
+            raise ServiceUnavailable({"detail": ServiceUnavailable.default_detail, "code": "redis_unavailable"})
+        if values is None:
+            raise _error(
+                exceptions.NotFound, f"Robot {robot.robot_id!r} has not reported telemetry yet.", "no_telemetry"
+            )
+        state = state or {"connected": False, "reporting": False}
+        metrics = {field: values[field] for field in METRIC_FIELDS}
+        if settings.TELEMETRY_PUBLISH_ON_READ:
+            signals.metrics_published.send(
+                sender=RobotMetricsView, robot_id=robot.robot_id, metrics=dict(metrics), published_at=time.time()
+            )
+        return Response(
+            {
+                "robot_id": robot.robot_id,
+                **metrics,
+                "reported_at": values["reported_at"],
+                "connected": bool(state["connected"]),
+                "reporting": bool(state["reporting"]),
+            }
+        )
+
+
+class HistoryPagination(LimitOffsetPagination):
+    max_limit = 1000
+
+
+def _parse_instant(name: str, raw: str | None) -> datetime | None:
+    """An ISO 8601 datetime (naive means UTC) or Unix seconds; None when absent."""
+    if raw is None or raw == "":
+        return None
+    try:
+        return datetime.fromtimestamp(float(raw), tz=UTC)
+    except (ValueError, OverflowError, OSError):
+        pass
+    try:
+        value = parse_datetime(raw)
+    except ValueError:
+        value = None
+    if value is None:
+        raise _error(
+            exceptions.ValidationError,
+            f"{name} must be an ISO 8601 datetime or Unix seconds; got {raw!r}.",
+            "invalid_query",
+        )
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+class RobotHistoryView(PrivateAPIView, generics.ListAPIView):
+    serializer_class = TelemetrySampleSerializer
+    pagination_class = HistoryPagination
+
+    @extend_schema(
+        summary="The robot's stored telemetry samples, newest first",
+        parameters=[
+            OpenApiParameter(
+                "since", OpenApiTypes.STR, description="Inclusive lower bound: ISO 8601 datetime or Unix seconds."
+            ),
+            OpenApiParameter(
+                "until", OpenApiTypes.STR, description="Exclusive upper bound: ISO 8601 datetime or Unix seconds."
+            ),
+        ],
+        responses={
+            200: TelemetrySampleSerializer(many=True),
+            400: OpenApiResponse(ErrorSerializer, description="`invalid_query`: bad since/until"),
+            404: OpenApiResponse(ErrorSerializer, description="`robot_not_found`"),
+        },
+    )
+    def get(self, request: Request, *args, **kwargs) -> Response:
+        return super().get(request, *args, **kwargs)
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):  # drf-spectacular inspecting the view
+            return TelemetrySample.objects.none()
+        robot = _robot_or_404(self.kwargs["robot_id"])
+        since = _parse_instant("since", self.request.query_params.get("since"))
+        until = _parse_instant("until", self.request.query_params.get("until"))
+        if since and until and since >= until:
+            raise _error(exceptions.ValidationError, "since must be earlier than until.", "invalid_query")
+        samples = TelemetrySample.objects.filter(robot=robot).order_by("-reported_at", "-id")
+        if since:
+            samples = samples.filter(reported_at__gte=since)
+        if until:
+            samples = samples.filter(reported_at__lt=until)
+        return samples
