@@ -12,13 +12,13 @@ django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
-from telemetry.routing import websocket_urlpatterns  # noqa: E402
+from telemetry import dashboard, routing  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
         # Each route carries its own guard (see telemetry.routing): robots authenticate with a
         # token and send no Origin; dashboards use the session and have their Origin checked.
-        "websocket": URLRouter(websocket_urlpatterns),
+        "websocket": URLRouter(routing.websocket_urlpatterns + dashboard.websocket_urlpatterns),
     }
 )
