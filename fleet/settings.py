@@ -299,6 +299,7 @@ TELEMETRY_PUBLISH_ON_READ = envbool("TELEMETRY_PUBLISH_ON_READ", "1")
 TELEMETRY_PRESENCE_TTL = envfloat("TELEMETRY_PRESENCE_TTL", "60", minimum=0.5)
 TELEMETRY_STALE_AFTER = envfloat("TELEMETRY_STALE_AFTER", "30", minimum=0.1)
 TELEMETRY_FLUSH_INTERVAL = envfloat("TELEMETRY_FLUSH_INTERVAL", "0.05", minimum=0.001)
+TELEMETRY_DASHBOARD_STALL_TIMEOUT = envfloat("TELEMETRY_DASHBOARD_STALL_TIMEOUT", "30", minimum=0.1)
 
 # --- Prometheus -------------------------------------------------------------------------------
 # Collectors that /metrics reads at scrape time, from the database or Redis, so that every
@@ -307,4 +308,5 @@ METRICS_COLLECTORS = [
     "metrics.prometheus.CounterCollector",
     "fleet.events.prometheus.EventsCollector",
     "telemetry.prometheus.FleetCollector",
+    "telemetry.dashboard.FanoutCollector",
 ]
