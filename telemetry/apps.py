@@ -1,8 +1,15 @@
 from __future__ import annotations
 
 from django.apps import AppConfig
+from django.db.models.signals import post_migrate
 
 
 class TelemetryConfig(AppConfig):
     name = "telemetry"
     verbose_name = "Telemetry"
+
+    def ready(self) -> None:
+        from telemetry.retention import ensure_schedule_after_migrate
+
+        # Migrating (and so `runfleet`) creates the daily history prune, idempotently.
+        post_migrate.connect(ensure_schedule_after_migrate, sender=self, dispatch_uid="telemetry.retention.schedule")
