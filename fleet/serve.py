@@ -24,6 +24,9 @@ SHUTDOWN_TIMEOUT = 8.0
 class FleetServer(Server):
     def listen_success(self, port):
         super().listen_success(port)
+        # autobahn's server default drops the TCP connection on a protocol failure, so a robot
+        # that sends a message over the size limit would see 1006; send the close frame (1009).
+        self.ws_factory.setProtocolOptions(failByDrop=False)
         gc.collect()
         gc.freeze()
 

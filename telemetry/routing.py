@@ -1,3 +1,17 @@
+"""WebSocket routes of the telemetry app.
+
+The robot route has no Origin check on purpose: robots send no Origin header, and they
+authenticate with their token on the handshake (see telemetry.consumers).
+"""
+
 from __future__ import annotations
 
-websocket_urlpatterns: list = []
+from django.urls import re_path
+
+from telemetry.consumers import RobotConsumer
+
+websocket_urlpatterns: list = [
+    # Any robot_id reaches the consumer, so malformed ones ("../", unicode, 10,000 characters) get the
+    # same HTTP 403 as unknown ones instead of a routing error.
+    re_path(r"^api/telemetry/ws/(?P<robot_id>.*)$", RobotConsumer.as_asgi()),
+]

@@ -1,0 +1,166 @@
+"""This process's live robot connections, and the one background loop that looks after them.
+
+The loop runs while there is something to do (a live connection or buffered state) and, on each
+tick of TELEMETRY_FLUSH_INTERVAL, flushes the ingest state (telemetry.ingest.Flusher). On slower
+ticks it closes idle sockets (4000), queues lease refreshes for the flusher's next pipeline,
+renews channel-layer group memberships before they expire, and starts the database flush.
+There are no per-connection timers or tasks besides the consumer's own.
+
+On SIGTERM, fleet.serve runs `close_all` (registered below): every local robot gets 1001 with
+reason server_shutdown, and the resulting state is flushed to Redis and the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import weakref
+from typing import Protocol
+
+from django.conf import settings
+
+from fleet import shutdown
+from telemetry.ingest import Flusher
+
+logger = logging.getLogger(__name__)
+
+# How long shutdown waits for robots to answer the close handshake before flushing.
+CLOSE_HANDSHAKE_WAIT = 2.0
+MAX_GROUP_RENEWALS_PER_TICK = 200
+
+
+class LiveConnection(Protocol):
+    robot_id: str
+    connection_id: str
+    last_message_at: float  # loop time
+    lease_refreshed_at: float  # loop time
+    group_joined_at: float  # loop time
+    done: asyncio.Event
+
+    async def close_with(self, code: int, reason: str) -> None: ...
+
+    async def renew_group(self) -> None: ...
+
+
+def _group_expiry() -> float:
+    config = settings.CHANNEL_LAYERS.get("default", {}).get("CONFIG", {})
+    return float(config.get("group_expiry", 86400))
+
+
+class Registry:
+    def __init__(self) -> None:
+        self.connections: dict[str, LiveConnection] = {}
+        self.flusher = Flusher()
+        self.task: asyncio.Task | None = None
+        self.background: set[asyncio.Task] = set()
+
+    def add(self, connection: LiveConnection) -> None:
+        self.connections[connection.connection_id] = connection
+        self.ensure_running()
+
+    def discard(self, connection: LiveConnection) -> None:
+        self.connections.pop(connection.connection_id, None)
+
+    def ensure_running(self) -> None:
+        if self.task is None or self.task.done():
+            self.task = asyncio.get_running_loop().create_task(self._run(), name="telemetry-process-loop")
+
+    def spawn(self, coroutine) -> None:
+        """Run a fire-and-forget coroutine, keeping a reference so it is not collected mid-way."""
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
+    async def _run(self) -> None:
+        next_slow = 0.0
+        while True:
+            try:
+                await asyncio.sleep(settings.TELEMETRY_FLUSH_INTERVAL)
+                now = asyncio.get_running_loop().time()
+                if now >= next_slow:
+                    next_slow = now + self._slow_tick()
+                    self._maintain(now)
+                if self.flusher.urgent_db():
+                    self.flusher.start_db_flush(now)
+                await self.flusher.flush()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("telemetry process loop tick failed")
+            if not self.connections and self.flusher.idle():
+                return
+
+    @staticmethod
+    def _slow_tick() -> float:
+        return min(1.0, settings.TELEMETRY_IDLE_TIMEOUT / 4, settings.TELEMETRY_PRESENCE_TTL / 4)
+
+    def _maintain(self, now: float) -> None:
+        idle_before = now - settings.TELEMETRY_IDLE_TIMEOUT
+        lease_before = now - settings.TELEMETRY_PRESENCE_TTL / 3
+        group_before = now - _group_expiry() / 2
+        renewals = 0
+        for connection in list(self.connections.values()):
+            if connection.last_message_at <= idle_before:
+                self.spawn(connection.close_with(4000, "idle_timeout"))
+                continue
+            if connection.lease_refreshed_at <= lease_before:
+                connection.lease_refreshed_at = now
+                self.flusher.refresh.append((connection.connection_id, connection.robot_id))
+            if connection.group_joined_at <= group_before and renewals < MAX_GROUP_RENEWALS_PER_TICK:
+                # Re-joining resets the membership's age, so the socket never goes deaf to
+                # robot.replace / robot.revoke however long it stays open.
+                renewals += 1
+                connection.group_joined_at = now
+                self.spawn(connection.renew_group())
+        self.flusher.check_stale(time.time())
+        self.flusher.start_db_flush(now)
+
+    async def drain(self) -> None:
+        await self.flusher.drain()
+
+    async def close_all(self, code: int = 1001, reason: str = "server_shutdown") -> None:
+        connections = list(self.connections.values())
+        await asyncio.gather(*(connection.close_with(code, reason) for connection in connections))
+        if connections:
+            # Give robots a moment to answer the close handshake, so their sockets end cleanly.
+            waits = [asyncio.ensure_future(connection.done.wait()) for connection in connections]
+            _, pending = await asyncio.wait(waits, timeout=CLOSE_HANDSHAKE_WAIT)
+            for waiter in pending:
+                waiter.cancel()
+        await self.drain()
+
+    async def stop(self) -> None:
+        """Flush and stop the loop (tests; the loop also stops by itself once idle)."""
+        await self.drain()
+        if self.task is not None:
+            self.task.cancel()
+            try:
+                await self.task
+            except asyncio.CancelledError:
+                pass
+            self.task = None
+        for task in list(self.background):
+            task.cancel()
+
+
+_registries: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Registry] = weakref.WeakKeyDictionary()
+
+
+def get_registry() -> Registry:
+    """The registry of the running event loop (daphne has one; each test has its own)."""
+    loop = asyncio.get_running_loop()
+    registry = _registries.get(loop)
+    if registry is None:
+        registry = _registries[loop] = Registry()
+    return registry
+
+
+async def close_all() -> None:
+    """Shutdown hook: close every local robot socket with 1001 and flush what they leave behind."""
+    registry = _registries.get(asyncio.get_running_loop())
+    if registry is not None:
+        await registry.close_all()
+
+
+shutdown.register(close_all)
