@@ -1,8 +1,46 @@
-"""Prometheus collector (filled in with its capability)."""
+"""Prometheus collector for the robot fleet, read from Redis at scrape time (fleet-wide, every process summed)."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+
+import redis
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from fleet.redis import get_client
+from telemetry.ingest import frame_totals
+from telemetry.presence import fleet_counts
+
+logger = logging.getLogger(__name__)
+
 
 class FleetCollector:
-    def collect(self):
-        return iter(())
+    def collect(self) -> Iterator[Metric]:
+        client = get_client()
+        try:
+            counts = fleet_counts(client)
+            frames = frame_totals(client)
+        except redis.RedisError as exc:
+            # A scrape during an outage still serves the other collectors' numbers.
+            logger.warning("fleet gauges unavailable: %s", exc)
+            return
+        yield GaugeMetricFamily(
+            "fleet_active_connections",
+            "Live robot WebSocket connections (presence leases), fleet-wide.",
+            value=counts["active_connections"],
+        )
+        yield GaugeMetricFamily(
+            "fleet_robots_connected", "Robots with at least one live connection.", value=counts["robots_connected"]
+        )
+        yield GaugeMetricFamily(
+            "fleet_robots_reporting",
+            "Robots whose last accepted frame is newer than TELEMETRY_STALE_AFTER.",
+            value=counts["robots_reporting"],
+        )
+        family = CounterMetricFamily(
+            "telemetry_frames", "Telemetry frames received from robots, by result.", labels=["result"]
+        )
+        for result in ("accepted", "rejected"):
+            family.add_metric([result], frames[result])
+        yield family
