@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import threading
+import time
 from datetime import UTC, datetime
 
 import pytest
+import websockets
 from channels import DEFAULT_CHANNEL_LAYER
 from channels.layers import channel_layers
 from django.contrib.auth.models import Permission
+from django.db import connections
 from django.test import override_settings
 
 from fleet.redis import reset_clients
 from telemetry import presence
 from telemetry.models import Robot, RobotSession, TelemetrySample
-from telemetry.robots import authenticate, create_robot
-from tests.servers import free_port
+from telemetry.robots import authenticate, create_robot, revoke_robot
+from tests.servers import ServerProcess, free_port
 
 pytestmark = pytest.mark.django_db
 
@@ -306,3 +310,42 @@ def test_telemetry_samples_are_visible_and_read_only(admin, r2d2):
     assert "r2d2 @ 2026-11-01 00:00:00" in change.content.decode()
     assert 'name="cpu_usage"' not in change.content.decode()
     assert admin.get("/admin/telemetry/telemetrysample/add/").status_code == 403
+
+
+@pytest.mark.e2e
+def test_revoking_a_connected_robot_closes_its_socket_with_4403_within_5_seconds(transactional_db, tmp_path):
+    _, token = create_robot("r2d2")
+    server = ServerProcess.daphne(tmp_path)
+    url = f"{server.ws_url}/api/telemetry/ws/r2d2"
+    headers = {"Authorization": f"Bearer {token}"}
+
+    def revoke() -> None:
+        try:
+            revoke_robot("r2d2")
+        finally:
+            connections.close_all()
+
+    async def scenario() -> tuple[int, float, int]:
+        async with websockets.connect(url, additional_headers=headers) as socket:
+            await socket.send(json.dumps({"type": "ping"}))
+            assert json.loads(await socket.recv())["type"] == "pong"  # connected and in its group
+            started = time.monotonic()
+            await asyncio.to_thread(revoke)
+            async with asyncio.timeout(5):
+                with pytest.raises(websockets.ConnectionClosed):
+                    while True:
+                        await socket.recv()
+            elapsed = time.monotonic() - started
+            code = socket.close_code
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            await websockets.connect(url, additional_headers=headers)
+        return code, elapsed, refused.value.response.status_code
+
+    try:
+        code, elapsed, reconnect_status = asyncio.run(scenario())
+    finally:
+        server.stop()
+
+    assert code == 4403
+    assert elapsed < 5.0
+    assert reconnect_status == 403

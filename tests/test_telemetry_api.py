@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import websockets
 from django.core.cache import cache
+from django.db import connections
 from django.test import override_settings
 from drf_spectacular.drainage import GENERATOR_STATS
 from drf_spectacular.generators import SchemaGenerator
@@ -19,7 +23,7 @@ from fleet.redis import reset_clients
 from telemetry import latest, presence, signals
 from telemetry.models import TelemetrySample
 from telemetry.robots import create_robot
-from tests.servers import free_port
+from tests.servers import ServerProcess, free_port
 
 pytestmark = pytest.mark.django_db
 
@@ -492,3 +496,48 @@ def test_the_api_docs_render(client):
 
     assert response.status_code == 200
     assert b"swagger-ui" in response.content
+
+
+# --- end to end ---------------------------------------------------------------------------------
+
+
+def wait_for(check, timeout: float = 5.0):
+    """Poll `check` until it returns something truthy."""
+    deadline = time.monotonic() + timeout
+    while not (result := check()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return result
+
+
+@pytest.mark.e2e
+def test_the_api_serves_what_a_robot_streamed_through_a_real_daphne(transactional_db, tmp_path, client, operator):
+    _, token = create_robot("r2d2")
+    client.force_login(operator)
+    server = ServerProcess.daphne(tmp_path)
+    frame = {"type": "telemetry", "seq": 17, "ts": round(time.time(), 3), **METRICS}
+
+    def poll(path: str, until) -> dict:
+        # In a worker thread: close its database connection, or PostgreSQL can't drop the test database.
+        try:
+            return wait_for(lambda: (body := client.get(path).json()) and until(body) and body)
+        finally:
+            connections.close_all()
+
+    async def scenario() -> tuple[dict, dict, dict]:
+        url = f"{server.ws_url}/api/telemetry/ws/r2d2"
+        async with websockets.connect(url, additional_headers={"Authorization": f"Bearer {token}"}) as socket:
+            await socket.send(json.dumps(frame))
+            assert json.loads(await socket.recv()) == {"type": "ack", "seq": 17}
+            metrics = await asyncio.to_thread(poll, "/api/telemetry/robots/r2d2/metrics", lambda b: "cpu_usage" in b)
+            info = await asyncio.to_thread(poll, "/api/telemetry/info", lambda b: b["robots_reporting"] == 1)
+        after = await asyncio.to_thread(poll, "/api/telemetry/info", lambda b: b["active_connections"] == 0)
+        return metrics, info, after
+
+    try:
+        metrics, info, after = asyncio.run(scenario())
+    finally:
+        server.stop()
+
+    assert metrics == {"robot_id": "r2d2", **METRICS, "reported_at": frame["ts"], "connected": True, "reporting": True}
+    assert (info["active_connections"], info["robots_connected"], info["robots_reporting"]) == (1, 1, 1)
+    assert (after["active_connections"], after["robots_connected"], after["robots_reporting"]) == (0, 0, 1)
