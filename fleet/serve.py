@@ -16,14 +16,31 @@ import sys
 
 from daphne.cli import CommandLineInterface
 from daphne.server import Server
+from daphne.ws_protocol import WebSocketProtocol
 from twisted.internet import defer
 
 SHUTDOWN_TIMEOUT = 8.0
 
 
+class FleetWebSocketProtocol(WebSocketProtocol):
+    """daphne's protocol, able to send every close code a server may use, with its reason."""
+
+    def handle_reply(self, message):
+        if message.get("type") != "websocket.close" or self.state == self.STATE_CONNECTING:
+            return super().handle_reply(message)
+        # autobahn's sendClose only takes 1000 and 3000-4999, so 1001 (server_shutdown),
+        # 1008 (protocol_error) and 1009 (too_large) from the app would raise; sendCloseFrame
+        # sends any code.
+        code = message.get("code") or 1000
+        reason = (message.get("reason") or "").encode()[:123] or None
+        self.sendCloseFrame(code=code, reasonUtf8=reason, isReply=False)
+
+
 class FleetServer(Server):
     def listen_success(self, port):
         super().listen_success(port)
+        # Listening is set up before the reactor runs, so no connection exists yet.
+        self.ws_factory.protocol = FleetWebSocketProtocol
         # autobahn's server default drops the TCP connection on a protocol failure, so a robot
         # that sends a message over the size limit would see 1006; send the close frame (1009).
         self.ws_factory.setProtocolOptions(failByDrop=False)

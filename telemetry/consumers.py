@@ -20,6 +20,7 @@ import secrets
 import time
 from urllib.parse import parse_qs
 
+import redis
 from channels.consumer import AsyncConsumer
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
@@ -33,6 +34,16 @@ from telemetry.robots import authenticate, is_valid_robot_id
 from telemetry.signals import connection_closed, connection_established
 
 logger = logging.getLogger(__name__)
+_warned_at = float("-inf")
+
+
+def _warn_sometimes(message: str, *args) -> None:
+    """Log a process-wide problem at most once a minute, not once per socket."""
+    global _warned_at
+    now = time.monotonic()
+    if now - _warned_at >= 60:
+        _warned_at = now
+        logger.warning(message, *args)
 
 
 def robot_group(robot_id: str) -> str:
@@ -130,7 +141,7 @@ class RobotConsumer(AsyncConsumer):
             retry_after = await presence.admit_connection(robot_id, self.connection_id)
         except Exception as exc:
             # Redis down or hung: let the robot in; the next lease refresh writes its lease.
-            logger.warning("connect check for robot %s failed (%s); admitting without it", robot_id, exc)
+            _warn_sometimes("connect check failed (%s); admitting robots without it", exc)
             retry_after = 0.0
             self.lease_refreshed_at = float("-inf")
 
@@ -167,7 +178,7 @@ class RobotConsumer(AsyncConsumer):
                 {"type": "robot.replace", "connection_id": self.connection_id, "connected_at": self.connected_at},
             )
         except Exception as exc:
-            logger.warning("robot %s: channel layer unavailable (%s); no cross-process replacement", self.robot_id, exc)
+            _warn_sometimes("channel layer unavailable (%s); robots are not replaced across processes", exc)
             if not hasattr(self, "channel_name"):
                 self.channel_layer = None
 
@@ -175,7 +186,7 @@ class RobotConsumer(AsyncConsumer):
         try:
             await self.channel_layer.group_add(robot_group(self.robot_id), self.channel_name)
         except Exception as exc:
-            logger.warning("robot %s: group renewal failed (%s)", self.robot_id, exc)
+            _warn_sometimes("group renewal failed (%s); retrying", exc)
             self.group_joined_at = float("-inf")
 
     async def _leave_group(self) -> None:
@@ -191,8 +202,11 @@ class RobotConsumer(AsyncConsumer):
                 message = await self.channel_layer.receive(self.channel_name)
             except asyncio.CancelledError:
                 raise
+            except redis.TimeoutError:
+                # channels-redis' 5 s blocking pop can race a 5 s socket timeout: harmless, go again.
+                continue
             except Exception as exc:
-                logger.warning("robot %s: channel layer receive failed (%s)", self.robot_id, exc)
+                _warn_sometimes("channel layer receive failed (%s); retrying every second", exc)
                 await asyncio.sleep(1.0)
                 continue
             handler = handlers.get(message.get("type"))

@@ -64,12 +64,17 @@ class DbBatch:
 def write_db_batch(batch: DbBatch, seen_at: datetime) -> None:
     """One transaction: new sessions, closed sessions, history samples, last_seen_at."""
     with transaction.atomic():
-        if batch.new_sessions:
-            RobotSession.objects.bulk_create([RobotSession(**fields) for fields in batch.new_sessions.values()])
+        # A robot deleted while connected must not sink the whole batch on its foreign key.
+        pks = {fields["robot_id"] for fields in batch.new_sessions.values()} | {s.robot_id for s in batch.samples}
+        existing = set(Robot.objects.filter(pk__in=pks).values_list("pk", flat=True)) if pks else set()
+        sessions = [RobotSession(**fields) for fields in batch.new_sessions.values() if fields["robot_id"] in existing]
+        if sessions:
+            RobotSession.objects.bulk_create(sessions)
         for connection_id, fields in batch.closed_sessions.items():
             RobotSession.objects.filter(connection_id=connection_id).update(**fields)
-        if batch.samples:
-            TelemetrySample.objects.bulk_create(batch.samples, batch_size=500)
+        samples = [sample for sample in batch.samples if sample.robot_id in existing]
+        if samples:
+            TelemetrySample.objects.bulk_create(samples, batch_size=500)
         seen = sorted(batch.seen)
         for start in range(0, len(seen), 500):
             Robot.objects.filter(robot_id__in=seen[start : start + 500]).update(last_seen_at=seen_at)
