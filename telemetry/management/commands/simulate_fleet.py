@@ -1,0 +1,164 @@
+"""`python manage.py simulate_fleet --robots 20`: a fleet of simulated robots against a running service."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from telemetry.simulator import SimulationConfig, Stats, simulate
+
+
+def robot_ids(count: int, prefix: str) -> list[str]:
+    return [f"{prefix}-{n:04d}" for n in range(1, count + 1)]
+
+
+def provision(ids: list[str]) -> list[tuple[str, str]]:
+    """Create the robots, or issue existing ones a new token (only hashes are stored, so old tokens are lost)."""
+    from telemetry.robots import create_robot
+
+    credentials = []
+    for robot_id in ids:
+        _, token = create_robot(robot_id, name=f"Simulated {robot_id}", rotate=True)
+        credentials.append((robot_id, token))
+    return credentials
+
+
+def mission_sink():
+    from fleet.redis import get_client
+
+    client = get_client()
+    stream = settings.FLEET_MISSION_STREAM
+
+    def write(entries: list[dict[str, str]]) -> None:
+        with client.pipeline(transaction=False) as pipe:
+            for entry in entries:
+                pipe.xadd(stream, {"data": json.dumps(entry)})
+            pipe.execute()
+
+    return write
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} ms"
+
+
+class Command(BaseCommand):
+    help = "Simulate robots streaming realistic telemetry to a running Fleet Telemetry service."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--robots", type=int, default=10, help="number of robots (default 10)")
+        parser.add_argument("--rate", type=float, default=1.0, help="frames per second per robot (default 1)")
+        parser.add_argument("--duration", type=float, default=0.0, help="seconds to run (default: until Ctrl-C)")
+        parser.add_argument("--url", default="ws://127.0.0.1:8000", help="service URL (default ws://127.0.0.1:8000)")
+        parser.add_argument("--missions", type=float, default=0.0, metavar="PER_S", help="mission updates per second")
+        parser.add_argument("--lossy", action="store_true", help="drop and reconnect robots at random, backfill")
+        parser.add_argument("--prefix", default="sim", help="robot id prefix (default sim: sim-0001, ...)")
+        parser.add_argument("--seed", type=int, default=None, help="random seed, for repeatable runs")
+
+    def handle(self, *args, **options):
+        count, rate = options["robots"], options["rate"]
+        if not 1 <= count <= 9999:
+            raise CommandError("--robots must be between 1 and 9999")
+        if rate <= 0:
+            raise CommandError("--rate must be positive")
+        limit = settings.TELEMETRY_MAX_FRAMES_PER_SECOND
+        if rate > limit:
+            # The server rejects the excess as rate_limited; a simulator should model robots that behave.
+            self.stderr.write(
+                f"--rate {rate:g} is above the server's limit of {limit} frames/s per robot; using {limit}."
+            )
+            rate = float(limit)
+        ids = robot_ids(count, options["prefix"])
+        credentials = provision(ids)
+        self.stdout.write(f"Provisioned {count} robots ({ids[0]} … {ids[-1]}); connecting to {options['url']}")
+        config = SimulationConfig(
+            url=options["url"],
+            rate=rate,
+            duration=options["duration"],
+            lossy=options["lossy"],
+            seed=options["seed"],
+            max_messages_per_second=limit,
+        )
+        stats = asyncio.run(self._run(config, credentials, options["missions"]))
+        self._summary(stats)
+
+    async def _run(self, config: SimulationConfig, credentials: list[tuple[str, str]], missions: float) -> Stats:
+        stop = asyncio.Event()
+        main = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+
+        def interrupt() -> None:
+            # The first Ctrl-C lets robots finish their in-flight frames; a second one cuts them off.
+            if stop.is_set():
+                main.cancel()
+                return
+            self.stdout.write("Stopping (Ctrl-C again to quit at once)…")
+            stop.set()
+
+        handled = []
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(signum, interrupt)
+                handled.append(signum)
+            except (ValueError, RuntimeError, NotImplementedError):
+                pass  # not the main thread: the caller handles signals
+        try:
+            return await simulate(
+                config,
+                credentials,
+                stop=stop,
+                on_progress=self._progress,
+                missions_per_second=missions,
+                mission_sink=mission_sink() if missions > 0 else None,
+            )
+        finally:
+            for signum in handled:
+                loop.remove_signal_handler(signum)
+
+    def _progress(self, stats: Stats) -> None:
+        window = stats.window()
+        self.stdout.write(
+            f"{time.strftime('%H:%M:%S')}  connected {stats.connected}/{stats.robots}  "
+            f"sent {stats.sent}  acked {stats.acked}  rejected {stats.rejected}  "
+            f"ack p50 {_ms(window['p50'])}  p99 {_ms(window['p99'])}  ({window['sent']} frames in the last second)"
+        )
+
+    def _summary(self, stats: Stats) -> None:
+        s = stats.summary()
+        rate = s["sent"] / s["seconds"] if s["seconds"] else 0.0
+        rows = [
+            ("robots", s["robots"]),
+            ("connections opened", s["connects"]),
+            ("dropped on purpose (--lossy)", s["drops"]),
+            ("closed by server or network", s["disconnects"]),
+            ("handshakes rejected", s["handshake_rejected"]),
+            ("replaced (4409)", s["replaced"]),
+            ("throttled (4429)", s["throttled"]),
+            ("frames sent", s["sent"]),
+            ("frames acked", s["acked"]),
+            ("frames rejected", s["rejected"]),
+            ("frames unanswered", s["unacked"]),
+            ("backfill batches (frames)", f"{s['batches']} ({s['backfilled']})"),
+            ("frames/s", f"{rate:.1f}"),
+            ("ack p50", _ms(s["ack_p50_ms"])),
+            ("ack p99", _ms(s["ack_p99_ms"])),
+            ("ack max", _ms(s["ack_max_ms"])),
+            ("seconds", f"{s['seconds']:.1f}"),
+        ]
+        if s["missions"]:
+            total = sum(s["missions"].values())
+            detail = ", ".join(f"{status} {n}" for status, n in sorted(s["missions"].items()))
+            rows.append(("mission updates", f"{total} ({detail})"))
+        if s["errors"]:
+            rows.append(("errors", ", ".join(f"{code} {n}" for code, n in sorted(s["errors"].items()))))
+        width = max(len(label) for label, _ in rows)
+        self.stdout.write("")
+        self.stdout.write(f"| {'':<{width}} | value |")
+        self.stdout.write(f"|{'-' * (width + 2)}|-------|")
+        for label, value in rows:
+            self.stdout.write(f"| {label:<{width}} | {value} |")

@@ -1,0 +1,195 @@
+"""The fleet simulator: its robots' behaviour, its missions, and whole runs against a real daphne."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import signal
+import subprocess
+import sys
+import time
+from io import StringIO
+
+import pytest
+from django.conf import settings
+from django.core.management import call_command
+
+from telemetry.management.commands.simulate_fleet import provision, robot_ids
+from telemetry.models import Robot, RobotSession
+from telemetry.robots import authenticate
+from telemetry.simulator import (
+    MissionPlanner,
+    RobotBehaviour,
+    SimulationConfig,
+    Stats,
+    percentile,
+    simulate,
+    write_missions,
+)
+from tests.servers import BASE_DIR, ServerProcess, child_env
+
+
+def summary_table(output: str) -> dict[str, str]:
+    """The command's closing table as {label: value}."""
+    rows = {}
+    for line in output.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if line.startswith("| ") and len(cells) == 2:
+            rows[cells[0]] = cells[1]
+    return rows
+
+
+# --- behaviour, without a server ---
+
+
+def test_percentile_is_nearest_rank():
+    values = list(range(1, 101))
+    assert percentile(values, 0.5) == 50
+    assert percentile(values, 0.99) == 99
+    assert percentile(values, 1.0) == 100
+    assert percentile([7.0], 0.99) == 7.0
+    assert percentile([], 0.5) is None
+
+
+def test_a_robot_keeps_its_metrics_in_range_and_its_battery_drains_and_recharges():
+    robot = RobotBehaviour(random.Random(3))
+    samples = [robot.step(1.0) for _ in range(20_000)]
+    for sample in samples:
+        assert 0 <= sample["cpu_usage"] <= 100
+        assert 0 <= sample["memory_usage"] <= 100
+        assert 0 <= sample["battery_percentage"] <= 100
+        assert sample["network_latency_ms"] >= 0
+    battery = [sample["battery_percentage"] for sample in samples]
+    drops = sum(1 for before, after in zip(battery, battery[1:], strict=False) if after < before)
+    rises = sum(1 for before, after in zip(battery, battery[1:], strict=False) if after > before)
+    assert drops > 1000 and rises > 1000
+    assert min(battery) <= 16 and max(battery) >= 94
+    cpu = {sample["cpu_usage"] for sample in samples}
+    assert len(cpu) > 500  # it drifts, it is not a constant
+
+
+def test_missions_go_from_started_through_in_progress_to_an_outcome():
+    planner = MissionPlanner(random.Random(5))
+    history: dict[str, list[str]] = {}
+    for _ in range(2000):
+        entry = planner.next_entry()
+        history.setdefault(entry["mission_id"], []).append(entry["status"])
+    for statuses in history.values():
+        assert statuses[0] == "started"
+        assert statuses[1:2] in ([], ["in_progress"])
+        assert all(status in ("completed", "failed", "aborted") for status in statuses[2:3])
+        assert len(statuses) <= 3
+    outcomes = {statuses[2] for statuses in history.values() if len(statuses) == 3}
+    assert outcomes == {"completed", "failed", "aborted"}
+
+
+async def test_it_writes_exactly_rate_times_duration_mission_updates():
+    written: list[dict] = []
+    stats = Stats()
+    await write_missions(40, written.extend, stats, asyncio.Event(), duration=0.5, rng=random.Random(1))
+    assert len(written) == 20
+    assert sum(stats.missions.values()) == 20
+    assert all(set(entry) == {"mission_id", "status"} for entry in written)
+
+
+def test_provisioning_creates_robots_and_rotates_the_tokens_of_existing_ones(db):
+    first = provision(robot_ids(2, "sim"))
+    second = provision(robot_ids(3, "sim"))
+    assert [robot_id for robot_id, _ in second] == ["sim-0001", "sim-0002", "sim-0003"]
+    assert Robot.objects.filter(robot_id__startswith="sim-").count() == 3
+    assert first[0][1] != second[0][1]
+    assert authenticate("sim-0001", first[0][1]) is None
+    assert authenticate("sim-0001", second[0][1]).robot_id == "sim-0001"
+
+
+# --- against a real daphne ---
+
+
+@pytest.fixture
+def daphne(transactional_db, tmp_path):
+    server = ServerProcess.daphne(tmp_path)
+    yield server
+    server.stop()
+
+
+@pytest.mark.e2e
+def test_two_robots_get_every_frame_acknowledged(daphne):
+    credentials = provision(robot_ids(2, "sim"))
+    config = SimulationConfig(url=daphne.ws_url, rate=5, duration=2, seed=7)
+    stats = asyncio.run(simulate(config, credentials))
+    assert (stats.connects, stats.sent, stats.acked, stats.rejected, stats.unacked) == (2, 20, 20, 0, 0)
+    assert stats.handshake_rejected == 0 and not stats.errors
+    assert len(stats.latencies_ms) == 20
+    daphne.stop()  # closes the sessions and flushes their counts
+    sessions = RobotSession.objects.filter(robot__robot_id__in=["sim-0001", "sim-0002"])
+    assert sorted(sessions.values_list("robot__robot_id", "frames_accepted", "frames_rejected")) == [
+        ("sim-0001", 10, 0),
+        ("sim-0002", 10, 0),
+    ]
+
+
+@pytest.mark.e2e
+def test_lossy_robots_reconnect_and_backfill_without_losing_a_frame(daphne):
+    credentials = provision(robot_ids(3, "sim"))
+    config = SimulationConfig(
+        url=daphne.ws_url, rate=10, duration=3, lossy=True, drop_rate=1.5, offline=(0.2, 0.4), seed=11
+    )
+    stats = asyncio.run(simulate(config, credentials))
+    assert stats.drops > 0 and stats.batches > 0 and stats.backfilled > 0
+    assert stats.connects == 3 + stats.drops
+    assert stats.sent == 90
+    assert (stats.acked, stats.rejected, stats.unacked) == (90, 0, 0)
+    assert not stats.errors
+
+
+@pytest.mark.e2e
+def test_the_command_streams_writes_missions_and_prints_a_summary(daphne, redis_client):
+    out = StringIO()
+    call_command("simulate_fleet", robots=2, rate=5, duration=2, url=daphne.ws_url, missions=10, seed=3, stdout=out)
+    output = out.getvalue()
+    assert output.startswith("Provisioned 2 robots (sim-0001 … sim-0002)")
+    assert any(line.endswith("frames in the last second)") for line in output.splitlines())
+    table = summary_table(output)
+    assert (table["frames sent"], table["frames acked"], table["frames rejected"]) == ("20", "20", "0")
+    assert table["mission updates"].startswith("20 (")
+    entries = redis_client.xrange(settings.FLEET_MISSION_STREAM)
+    assert len(entries) == 20
+    for _, fields in entries:
+        assert set(json.loads(fields[b"data"])) == {"mission_id", "status"}
+
+
+@pytest.mark.e2e
+def test_ctrl_c_stops_the_command_cleanly_with_a_summary(daphne):
+    command = subprocess.Popen(
+        [sys.executable, "manage.py", "simulate_fleet", "--robots", "2", "--rate", "5", "--url", daphne.ws_url],
+        cwd=BASE_DIR,
+        env=child_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            line = command.stdout.readline()
+            if "connected 2/2" in line:
+                break
+        command.send_signal(signal.SIGINT)
+        output = command.communicate(timeout=20)[0]
+    finally:
+        command.kill()
+    assert command.returncode == 0, output
+    table = summary_table(output)
+    assert int(table["frames sent"]) > 0
+    assert table["frames acked"] == table["frames sent"]
+    assert table["frames unanswered"] == "0"
+
+
+@pytest.mark.e2e
+def test_a_rate_above_the_server_limit_is_capped_so_no_frame_is_rate_limited(daphne):
+    out, err = StringIO(), StringIO()
+    call_command("simulate_fleet", robots=1, rate=50, duration=2, url=daphne.ws_url, stdout=out, stderr=err)
+    assert "--rate 50 is above the server's limit of 20 frames/s per robot; using 20." in err.getvalue()
+    table = summary_table(out.getvalue())
+    assert (table["frames sent"], table["frames acked"], table["frames rejected"]) == ("40", "40", "0")
