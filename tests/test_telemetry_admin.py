@@ -349,3 +349,20 @@ def test_revoking_a_connected_robot_closes_its_socket_with_4403_within_5_seconds
     assert code == 4403
     assert elapsed < 5.0
     assert reconnect_status == 403
+
+
+def test_a_revocation_commits_even_when_the_channel_layer_is_down(r2d2, caplog, django_capture_on_commit_callbacks):
+    down = {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [f"redis://127.0.0.1:{free_port()}"]},
+    }
+
+    with override_settings(CHANNEL_LAYERS={"default": down}):
+        started = time.monotonic()
+        with django_capture_on_commit_callbacks(execute=True):
+            assert revoke_robot("r2d2") == 1
+        elapsed = time.monotonic() - started
+
+    assert Robot.objects.get(robot_id="r2d2").is_active is False
+    assert elapsed < 3.0
+    assert "could not notify the live sessions of revoked robots r2d2" in caplog.text
