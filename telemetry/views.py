@@ -144,6 +144,8 @@ class RobotListView(PrivateAPIView, generics.ListAPIView):
 
 
 class RobotDetailView(PrivateAPIView, APIView):
+    """One robot with its live state."""
+
     @extend_schema(
         summary="One robot with its live state",
         responses={200: RobotSerializer, 404: OpenApiResponse(ErrorSerializer, description="Unknown robot")},
@@ -155,6 +157,8 @@ class RobotDetailView(PrivateAPIView, APIView):
 
 
 class RobotMetricsView(PrivateAPIView, APIView):
+    """The robot's latest accepted metrics, from Redis."""
+
     @extend_schema(
         summary="The robot's latest accepted metrics",
         description=(
@@ -222,6 +226,8 @@ def _parse_instant(name: str, raw: str | None) -> datetime | None:
 
 
 class RobotHistoryView(PrivateAPIView, generics.ListAPIView):
+    """The robot's stored samples, newest first; `since` (inclusive), `until` (exclusive): ISO 8601 or Unix s."""
+
     serializer_class = TelemetrySampleSerializer
     pagination_class = HistoryPagination
 
