@@ -1,0 +1,334 @@
+"""The benchmark cases. Each takes the Bench and returns the rows of one run: {"case": label, measure: value}.
+
+Measures are numbers (None when not measured); __main__ runs each case several times and reports
+median, min and max per measure.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from bench.environment import Bench
+
+CLIENTS = 100  # robots with one outstanding frame each, for the max-load cases
+
+
+class Skip(Exception):
+    """A case that cannot run here; the message says why."""
+
+
+def _closed(url: str, robots: list, bench: Bench) -> dict:
+    return {
+        "mode": "closed",
+        "url": url,
+        "robots": robots,
+        "duration": bench.seconds(15),
+        "warmup": 0.5 if bench.quick else 1.0,
+    }
+
+
+def _ms(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
+
+
+def _mib(value: int) -> float:
+    return round(value / 2**20, 1)
+
+
+# --- 1. Ceilings --------------------------------------------------------------------------------
+
+
+def ceilings(bench: Bench) -> list[dict]:
+    """The bare websockets echo and the minimal Channels echo on daphne, under the same load as ingest."""
+    rows = []
+    anonymous = [[f"echo-{n}", None] for n in range(CLIENTS)]
+    for label, start in (("websockets echo", bench.bare_echo), ("Channels echo on daphne", bench.channels_echo)):
+        server = start(bench.server_cpu)
+        try:
+            result = bench.loadgen(_closed(f"ws://127.0.0.1:{server.port}", anonymous, bench), bench.client_cpu)
+        finally:
+            bench.stop(server)
+        rows.append(
+            {
+                "case": f"1 ceiling: {label}",
+                "frames/s": result["frames_per_s"],
+                "ack p50 ms": _ms(result["p50_ms"]),
+                "ack p99 ms": _ms(result["p99_ms"]),
+            }
+        )
+    return rows
+
+
+# --- 2. Robot ingest, with a dashboard (and 3b: fan-out at max load) -----------------------------
+
+
+def _dashboard_available() -> bool:
+    try:
+        from telemetry import dashboard
+    except ImportError:
+        return False
+    return bool(getattr(dashboard, "websocket_urlpatterns", None))
+
+
+def _start_dashboard(bench: Bench, port: int, warmup: float):
+    if not _dashboard_available():
+        return None
+    spec = {
+        "mode": "dashboard",
+        "url": f"ws://127.0.0.1:{port}/api/telemetry/fleet/ws?token={bench.dashboard_token()}",
+        "origin": f"http://127.0.0.1:{port}",
+        "warmup": warmup,
+    }
+    dashboard = bench.held(spec, bench.client_cpu)
+    dashboard.ready()
+    return dashboard
+
+
+def _share(load: dict, dashboard: dict) -> float | None:
+    """Share (%) of robots whose last acknowledged frame reached the dashboard."""
+    sent = load["last"]
+    if not sent:
+        return None
+    seen = dashboard["last"]
+    return round(100.0 * sum(1 for robot_id, seq in sent.items() if seen.get(robot_id, -1) >= seq) / len(sent), 2)
+
+
+def _fanout_row(label: str, load: dict, dashboard: dict | None) -> dict:
+    if dashboard is None:
+        return {"case": f"{label} (skipped: no dashboard route)"}
+    return {
+        "case": label,
+        "lag p50 ms": _ms(dashboard["lag_p50_ms"]),
+        "lag p99 ms": _ms(dashboard["lag_p99_ms"]),
+        "latest state reached %": _share(load, dashboard),
+        "dashboard msgs": dashboard["telemetry"],
+    }
+
+
+def sweep_levels(bench: Bench) -> list[int]:
+    return [1000, 4000] if bench.quick else [1000, 2000, 4000, 6000, 8000]
+
+
+def ingest(bench: Bench) -> list[dict]:
+    """The real robot route with everything on and a dashboard watching; then a paced sweep for the plot."""
+    robots = bench.robots(CLIENTS)
+    server = bench.fleet(bench.server_cpu)
+    rows = []
+    dashboard = None
+    try:
+        spec = _closed(f"ws://127.0.0.1:{server.port}", robots, bench)
+        rss_before = server.rss()
+        dashboard = _start_dashboard(bench, server.port, spec["warmup"])
+        load = bench.loadgen(spec, bench.client_cpu)
+        time.sleep(1.0)  # let the last flush reach the dashboard
+        seen = dashboard.release() if dashboard else None
+        row = {
+            "case": "2 ingest: robot route, everything on",
+            "frames/s": load["frames_per_s"],
+            "ack p50 ms": _ms(load["p50_ms"]),
+            "ack p99 ms": _ms(load["p99_ms"]),
+            "rejected": load["rejected"],
+            "server RSS growth MiB": _mib(server.rss() - rss_before),
+        }
+        if bench.floor:
+            row["% of Channels echo"] = round(100 * load["frames_per_s"] / bench.floor, 1)
+        rows.append(row)
+        rows.append(_fanout_row("3 fan-out lag at max load", load, seen))
+        for offered in sweep_levels(bench):
+            paced = {**spec, "mode": "paced", "rate": offered / len(robots)}
+            load = bench.loadgen(paced, bench.client_cpu)
+            rows.append(
+                {
+                    "case": f"2 ingest paced at {offered}/s",
+                    "offered/s": offered,
+                    "frames/s": load["frames_per_s"],
+                    "ack p50 ms": _ms(load["p50_ms"]),
+                    "ack p99 ms": _ms(load["p99_ms"]),
+                    "rejected": load["rejected"],
+                }
+            )
+    finally:
+        if dashboard:
+            dashboard.kill()
+        bench.stop(server)
+    return rows
+
+
+# --- 3. Fan-out lag at 1,000 robots × 1 Hz ------------------------------------------------------
+
+
+def fanout(bench: Bench) -> list[dict]:
+    count = 200 if bench.quick else 1000
+    robots = bench.robots(count)
+    server = bench.fleet(bench.server_cpu)
+    dashboard = None
+    try:
+        spec = {
+            "mode": "paced",
+            "url": f"ws://127.0.0.1:{server.port}",
+            "robots": robots,
+            "rate": 1.0,
+            "duration": bench.seconds(15),
+            "warmup": 1.0,
+        }
+        dashboard = _start_dashboard(bench, server.port, spec["warmup"])
+        load = bench.loadgen(spec, bench.client_cpu)
+        time.sleep(1.0)
+        seen = dashboard.release() if dashboard else None
+    finally:
+        if dashboard:
+            dashboard.kill()
+        bench.stop(server)
+    label = f"3 fan-out: {count} robots × 1 Hz"
+    row = _fanout_row(label, load, seen)
+    row.update(
+        {
+            "frames/s": load["frames_per_s"],
+            "ack p50 ms": _ms(load["p50_ms"]),
+            "ack p99 ms": _ms(load["p99_ms"]),
+            "connected": load["connected"],
+        }
+    )
+    return [row]
+
+
+# --- 4. Idle connections ------------------------------------------------------------------------
+
+
+def idle(bench: Bench) -> list[dict]:
+    count = 1000 if bench.quick else 10_000
+    robots = bench.robots(count)
+    server = bench.fleet(bench.server_cpu)
+    url = f"ws://127.0.0.1:{server.port}"
+    try:
+        rss_before = server.rss()
+        holder = bench.held(
+            {"mode": "idle", "url": url, "robots": robots, "connect_concurrency": 200}, bench.client_cpu, timeout=600
+        )
+        try:
+            opened = holder.ready()
+            time.sleep(1.0)
+            rss_after = server.rss()
+            fresh = bench.fresh_robot("bench-fresh")
+            probe = {
+                "mode": "paced",
+                "url": url,
+                "robots": [list(fresh)],
+                "rate": 10.0,
+                "duration": 2.0 if bench.quick else 10.0,
+                "warmup": 0.0,
+            }
+            result = bench.loadgen(probe, bench.client_cpu)
+        finally:
+            held = holder.release()
+    finally:
+        bench.stop(server)
+    connected = opened["connected"]
+    return [
+        {
+            "case": f"4 idle connections (target {count})",
+            "held": connected,
+            "still open at the end": held["still_open"],
+            "connects/s": round(connected / opened["connect_seconds"], 1) if opened["connect_seconds"] else None,
+            "RSS per 1,000 MiB": _mib((rss_after - rss_before) * 1000 / connected) if connected else None,
+            "server RSS MiB": _mib(rss_after),
+            "fresh robot handshake ms": round(result["connect_seconds"] * 1000, 2),
+            "fresh robot ack p50 ms": _ms(result["p50_ms"]),
+            "fresh robot ack p99 ms": _ms(result["p99_ms"]),
+        }
+    ]
+
+
+# --- 5. Scale-out -------------------------------------------------------------------------------
+
+
+def _parallel(bench: Bench, specs: list[dict]) -> list[dict]:
+    results: list[dict | None] = [None] * len(specs)
+    errors: list[BaseException] = []
+
+    def run(index: int, spec: dict) -> None:
+        try:
+            results[index] = bench.loadgen(spec)
+        except BaseException as exc:  # reported below, in the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(n, spec)) for n, spec in enumerate(specs)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return results
+
+
+def scaleout(bench: Bench) -> list[dict]:
+    """Two daphne processes (one per core) against one, same Redis; the load generators are not pinned."""
+    robots = bench.robots(CLIENTS)
+    half = len(robots) // 2
+    rows = []
+    for processes in (1, 2):
+        cpus = [bench.server_cpu, bench.client_cpu] if processes == 2 else [bench.server_cpu]
+        servers = [bench.fleet(cpu) for cpu in cpus]
+        try:
+            specs = [
+                _closed(f"ws://127.0.0.1:{servers[n % processes].port}", part, bench)
+                for n, part in enumerate((robots[:half], robots[half:]))
+            ]
+            results = _parallel(bench, specs)
+        finally:
+            for server in servers:
+                bench.stop(server)
+        bench.reset_redis()
+        rate = sum(result["frames_per_s"] for result in results)
+        rows.append({"case": f"5 scale-out: {processes} daphne", "frames/s": round(rate, 1)})
+    if rows[0]["frames/s"]:
+        rows[1]["× one process"] = round(rows[1]["frames/s"] / rows[0]["frames/s"], 2)
+    return rows
+
+
+# --- 6, 7. Aggregation and event publishing (from their own modules) ----------------------------
+
+
+def _numbered(number: int, rows: list[dict]) -> list[dict]:
+    """Rows from the other modules, in either shape: wide ({case, measure: value}) or long
+    ({case, scenario, metric, value, unit})."""
+    out: list[dict] = []
+    for row in rows:
+        if "metric" in row and "value" in row:
+            label = f"{number} {row.get('case', '')}: {row.get('scenario', '')}".rstrip(": ")
+            unit = row.get("unit")
+            measure = f"{row['metric']} ({unit})" if unit and unit not in row["metric"] else row["metric"]
+            if out and out[-1]["case"] == label:
+                out[-1][measure] = row["value"]
+            else:
+                out.append({"case": label, measure: row["value"]})
+        else:
+            out.append({**row, "case": f"{number} {row.get('case', '')}"})
+    return out
+
+
+def aggregation(bench: Bench) -> list[dict]:
+    try:
+        from bench import aggregation as module
+    except ImportError:
+        raise Skip("bench/aggregation.py is not there yet")
+    return _numbered(6, module.run(bench.quick))
+
+
+def events(bench: Bench) -> list[dict]:
+    from bench import events as module
+
+    return _numbered(7, module.run(bench.quick))
+
+
+CASES = {
+    "ceilings": ceilings,
+    "ingest": ingest,
+    "fanout": fanout,
+    "idle": idle,
+    "scaleout": scaleout,
+    "aggregation": aggregation,
+    "events": events,
+}
