@@ -173,18 +173,22 @@ def _run(client: redis_lib.Redis, stream: str, run_id: str, batch_size: int, max
 
 
 def tally(entries: list, data_key: bytes | str = b"data") -> tuple[Tally, int]:
-    """Count valid statuses of a batch; returns (statuses, number of invalid entries)."""
+    """Count valid statuses in raw XRANGE entries ([id, [field, value, ...]]); returns (statuses, invalid)."""
     statuses: list[str] = []
     append = statuses.append
-    loads = json.loads
+    parse = _parse_json
     invalid = 0
     for _entry_id, fields in entries:
-        raw = fields.get(data_key)
-        if raw is None:
-            invalid += 1
-            continue
+        # Producers write `data` first; look further only when they didn't.
+        if fields and fields[0] == data_key:
+            raw = fields[1]
+        else:
+            raw = next((fields[i + 1] for i in range(0, len(fields) - 1, 2) if fields[i] == data_key), None)
+            if raw is None:
+                invalid += 1
+                continue
         try:
-            doc = loads(raw)
+            doc = parse(raw)
         except ValueError:  # bad JSON, or bytes that are not UTF-8
             invalid += 1
             continue
@@ -196,9 +200,26 @@ def tally(entries: list, data_key: bytes | str = b"data") -> tuple[Tally, int]:
     return Tally(statuses), invalid
 
 
+_scan_once = json.JSONDecoder().scan_once
+
+
+def _parse_json(raw: bytes | str) -> object:
+    """json.loads, about twice as fast on the common case (a compact document, nothing around it)."""
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    try:
+        doc, end = _scan_once(text, 0)
+    except (StopIteration, ValueError):
+        return json.loads(text)  # raises the proper ValueError, or accepts leading whitespace
+    if end != len(text):
+        return json.loads(text)  # trailing whitespace is fine, trailing garbage is not
+    return doc
+
+
 def _read(client: redis_lib.Redis, stream: str, cursor: str, count: int) -> tuple[list, dict | None]:
     """A batch after the cursor and the stream's XINFO, atomically (MULTI), so a gap is measured exactly."""
     pipe = client.pipeline(transaction=True)
+    # Raw XRANGE replies: redis-py would build a dict per entry, a third of the read's cost.
+    pipe.response_callbacks = _raw_xrange_callbacks(client)
     pipe.xrange(stream, f"({cursor}", "+", count=count)
     pipe.xinfo_stream(stream)
     entries, info = pipe.execute(raise_on_error=False)
@@ -206,6 +227,12 @@ def _read(client: redis_lib.Redis, stream: str, cursor: str, count: int) -> tupl
         raise entries
     # XINFO fails only when the key vanished between calls; then there is nothing to compare with.
     return entries, None if isinstance(info, Exception) else info
+
+
+def _raw_xrange_callbacks(client: redis_lib.Redis):
+    callbacks = client.response_callbacks.copy()
+    callbacks.pop("XRANGE", None)
+    return callbacks
 
 
 def _find_gap(cursor: str, position: int | None, info: dict | None) -> Gap | None:

@@ -101,12 +101,14 @@ def test_it_counts_invalid_entries_apart(redis_client):
     redis_client.xadd(stream, {"data": json.dumps({"mission_id": "m-4", "status": "x" * 65})})
     redis_client.xadd(stream, {"data": json.dumps({"mission_id": "m-5", "status": "y" * 64})})
     redis_client.xadd(stream, {"data": json.dumps({"mission_id": "m-6", "status": "completed"})})
+    redis_client.xadd(stream, {"data": '{"status": "completed"} and more'})
+    redis_client.xadd(stream, {"mission_id": "m-7", "data": ' {"status": "completed"}\n'})
 
     result = aggregate_mission_metrics()
 
-    assert (result.entries_processed, result.entries_skipped) == (10, 8)
-    assert get_value("mission_entries_invalid_total") == 8
-    assert status_counts() == {"y" * 64: 1, "completed": 1}
+    assert (result.entries_processed, result.entries_skipped) == (12, 9)
+    assert get_value("mission_entries_invalid_total") == 9
+    assert status_counts() == {"y" * 64: 1, "completed": 2}
 
 
 @pytest.mark.django_db
