@@ -103,5 +103,6 @@ def test_a_real_qcluster_runs_the_aggregation_about_every_30_seconds(tmp_path):
 
     assert len(starts) >= 3, cluster.output()
     gaps = [(later - earlier).total_seconds() for earlier, later in zip(starts, starts[1:], strict=False)]
+    print(f"aggregation runs started {[round(gap, 2) for gap in gaps]} s apart")
     assert all(27 <= gap <= 36 for gap in gaps), (gaps, cluster.output())
     assert Task.objects.filter(func=AGGREGATION_FUNC, success=True).count() == len(starts)
