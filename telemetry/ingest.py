@@ -134,8 +134,11 @@ class Flusher:
         seen, self.seen = self.seen, {}
         accepted, rejected = self.accepted, self.rejected
         self.accepted = self.rejected = 0
-        refresh, self.refresh = self.refresh, []
         release, self.release = self.release, []
+        # A socket that closed since its refresh was queued must not get its lease back.
+        released = {connection_id for connection_id, _ in release}
+        refresh = [lease for lease in dict.fromkeys(self.refresh) if lease[0] not in released]
+        self.refresh = []
         robots = sorted(self.presence_changed)
         self.presence_changed = set()
         values = {robot_id: self._encode(robot_id) for robot_id in changed}
@@ -162,7 +165,7 @@ class Flusher:
                 self.seen[robot_id] = max(at, self.seen.get(robot_id, 0.0))
             self.accepted += accepted
             self.rejected += rejected
-            self.refresh = refresh + self.refresh
+            self.refresh = list(dict.fromkeys(refresh + self.refresh))
             self.release = release + self.release
             self.presence_changed.update(robots)
             if not self._redis_failing:

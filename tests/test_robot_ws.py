@@ -56,14 +56,14 @@ def robot_socket(robot_id: str, token: str | None, query: str = "") -> Websocket
 
 async def connected(robot) -> WebsocketCommunicator:
     socket = robot_socket(robot.robot_id, robot.token)
-    accepted, _ = await socket.connect()
+    accepted, _ = await socket.connect(timeout=5)
     assert accepted
     return socket
 
 
 async def send(socket: WebsocketCommunicator, payload: dict) -> dict:
     await socket.send_json_to(payload)
-    return await socket.receive_json_from(timeout=2)
+    return await socket.receive_json_from(timeout=5)
 
 
 def telemetry(seq: int | None = None, **fields) -> dict:
@@ -114,21 +114,29 @@ async def test_it_accepts_a_robot_with_its_token_and_announces_the_connection(r2
 
 async def test_it_accepts_the_token_in_the_query_string(r2d2, registry):
     socket = robot_socket("r2d2", None, f"?token={r2d2.token}")
-    assert (await socket.connect())[0]
+    assert (await socket.connect(timeout=5))[0]
     await socket.disconnect()
 
 
 @pytest.mark.parametrize(
     ("robot_id", "token"),
-    [("r2d2", None), ("r2d2", "wrong"), ("c3po", "other"), ("../r2d2", "x"), ("ünicode", "x"), ("a" * 10_000, "x")],
+    [
+        ("r2d2", None),
+        ("r2d2", "wrong"),
+        ("r2d2", "c3po's"),
+        ("c3po", "r2d2's"),
+        ("../r2d2", "r2d2's"),
+        ("ünicode", "r2d2's"),
+        ("a" * 10_000, "r2d2's"),
+    ],
 )
 async def test_it_rejects_the_handshake_and_stores_nothing(r2d2, events, registry, robot_id, token):
     from telemetry.robots import create_robot
 
     _, c3po_token = await sync_to_async(create_robot)("c3po")
-    token = {"other": r2d2.token, "x": r2d2.token}.get(token, token) if robot_id != "c3po" else r2d2.token
+    token = {"r2d2's": r2d2.token, "c3po's": c3po_token}.get(token, token)
     socket = robot_socket(robot_id, token)
-    accepted, _ = await socket.connect()
+    accepted, _ = await socket.connect(timeout=5)
     assert not accepted
     assert events == []
     assert await sync_to_async(RobotSession.objects.count)() == 0
@@ -138,7 +146,7 @@ async def test_it_rejects_the_handshake_and_stores_nothing(r2d2, events, registr
 
 async def test_it_rejects_an_inactive_robot(r2d2, events, registry):
     await sync_to_async(Robot.objects.filter(pk=r2d2.pk).update)(is_active=False)
-    accepted, _ = await robot_socket("r2d2", r2d2.token).connect()
+    accepted, _ = await robot_socket("r2d2", r2d2.token).connect(timeout=5)
     assert not accepted
     assert events == []
 
@@ -237,13 +245,13 @@ async def test_it_reports_invalid_batch_frames_and_acks_the_rest(r2d2, registry)
     now = time.time()
     frames = [telemetry(1, ts=now - 9), telemetry(2, ts=now - 8, cpu_usage=-5), telemetry(3, ts=now - 7)]
     await socket.send_json_to({"type": "telemetry_batch", "frames": frames})
-    assert await socket.receive_json_from() == {
+    assert await socket.receive_json_from(timeout=5) == {
         "type": "error",
         "code": "invalid_frame",
         "detail": "frames[1].cpu_usage must be between 0 and 100",
         "seq": 2,
     }
-    assert await socket.receive_json_from() == {"type": "ack", "seq": 3, "accepted": 2}
+    assert await socket.receive_json_from(timeout=5) == {"type": "ack", "seq": 3, "accepted": 2}
     await registry.drain()
     assert await sync_to_async(list)(TelemetrySample.objects.order_by("seq").values_list("seq", flat=True)) == [1, 3]
     await socket.disconnect()
@@ -258,7 +266,7 @@ async def test_it_keeps_the_connection_open_after_errors(r2d2, registry):
         "seq": 5,
     }
     await socket.send_to(text_data="{oops")
-    error = await socket.receive_json_from()
+    error = await socket.receive_json_from(timeout=5)
     assert (error["code"], error["seq"]) == ("invalid_json", None)
     assert await send(socket, {"type": "dance", "seq": 6}) == {
         "type": "error",
@@ -267,7 +275,7 @@ async def test_it_keeps_the_connection_open_after_errors(r2d2, registry):
         "seq": 6,
     }
     await socket.send_to(bytes_data=b"\x00\x01")
-    assert await socket.receive_json_from() == {
+    assert await socket.receive_json_from(timeout=5) == {
         "type": "error",
         "code": "invalid_frame",
         "detail": "binary frames are not supported; send JSON text",
@@ -285,7 +293,7 @@ async def test_it_rate_limits_the_frames_beyond_the_limit_per_second(r2d2, regis
     socket = await connected(r2d2)
     for seq in range(8):
         await socket.send_json_to(telemetry(seq))
-    replies = [await socket.receive_json_from() for _ in range(8)]
+    replies = [await socket.receive_json_from(timeout=5) for _ in range(8)]
     assert replies[:5] == [{"type": "ack", "seq": seq} for seq in range(5)]
     assert replies[5:] == [
         {"type": "error", "code": "rate_limited", "detail": "more than 5 frames per second", "seq": seq}
@@ -322,7 +330,11 @@ async def test_it_closes_with_1008_after_too_many_rejected_frames_in_a_row(r2d2,
     await send(socket, telemetry(2))  # an accepted frame starts the count again
     for seq in range(3, 6):
         await send(socket, telemetry(seq, cpu_usage=-1))
-    assert await socket.receive_output() == {"type": "websocket.close", "code": 1008, "reason": "protocol_error"}
+    assert await socket.receive_output(timeout=5) == {
+        "type": "websocket.close",
+        "code": 1008,
+        "reason": "protocol_error",
+    }
     assert_closed_event(events, r2d2, "protocol_error", 1008)
     await registry.drain()
     session = await sync_to_async(RobotSession.objects.get)()
@@ -339,7 +351,7 @@ async def test_it_closes_a_message_over_the_size_limit_with_1009(r2d2, events, r
     settings.TELEMETRY_MAX_MESSAGE_BYTES = 1024
     socket = await connected(r2d2)
     await socket.send_json_to(telemetry(1, padding="é" * 600))
-    assert await socket.receive_output() == {"type": "websocket.close", "code": 1009, "reason": "too_large"}
+    assert await socket.receive_output(timeout=5) == {"type": "websocket.close", "code": 1009, "reason": "too_large"}
     assert_closed_event(events, r2d2, "too_large", 1009)
 
 
@@ -347,8 +359,8 @@ async def test_it_closes_an_idle_socket_with_4000(r2d2, events, registry, settin
     settings.TELEMETRY_IDLE_TIMEOUT = 0.4
     socket = await connected(r2d2)
     started = time.monotonic()
-    assert await socket.receive_output(timeout=3) == {"type": "websocket.close", "code": 4000, "reason": "idle_timeout"}
-    assert 0.4 <= time.monotonic() - started < 1.5
+    assert await socket.receive_output(timeout=5) == {"type": "websocket.close", "code": 4000, "reason": "idle_timeout"}
+    assert 0.4 <= time.monotonic() - started < 3
     assert_closed_event(events, r2d2, "idle_timeout", 4000)
 
 
@@ -359,9 +371,9 @@ async def test_it_refuses_a_robot_reconnecting_too_fast_with_4429(r2d2, events, 
         await socket.disconnect()
     events.clear()
     socket = await connected(r2d2)
-    reply = await socket.receive_json_from()
+    reply = await socket.receive_json_from(timeout=5)
     assert reply == {"type": "error", "code": "reconnecting_too_fast", "retry_after": 60}
-    assert await socket.receive_output() == {"type": "websocket.close", "code": 4429, "reason": "rate_limited"}
+    assert await socket.receive_output(timeout=5) == {"type": "websocket.close", "code": 4429, "reason": "rate_limited"}
     assert [name for name, _ in events] == ["connection_established", "connection_closed"]
     assert_closed_event(events, r2d2, "rate_limited", 4429)
     await registry.drain()
@@ -371,7 +383,7 @@ async def test_it_refuses_a_robot_reconnecting_too_fast_with_4429(r2d2, events, 
 async def test_a_newer_connection_replaces_the_older_with_4409(r2d2, events, registry):
     old = await connected(r2d2)
     new = await connected(r2d2)
-    assert await old.receive_output(timeout=3) == {"type": "websocket.close", "code": 4409, "reason": "replaced"}
+    assert await old.receive_output(timeout=5) == {"type": "websocket.close", "code": 4409, "reason": "replaced"}
     payload = assert_closed_event(events, r2d2, "replaced", 4409)
     established = [p["connection_id"] for name, p in events if name == "connection_established"]
     assert payload["connection_id"] == established[0]
@@ -384,7 +396,7 @@ async def test_a_newer_connection_replaces_the_older_with_4409(r2d2, events, reg
 async def test_it_closes_a_revoked_robot_with_4403(r2d2, events, registry):
     socket = await connected(r2d2)
     await get_channel_layer().group_send("robot.r2d2", {"type": "robot.revoke"})
-    assert await socket.receive_output(timeout=3) == {"type": "websocket.close", "code": 4403, "reason": "revoked"}
+    assert await socket.receive_output(timeout=5) == {"type": "websocket.close", "code": 4403, "reason": "revoked"}
     assert_closed_event(events, r2d2, "revoked", 4403)
 
 
@@ -394,7 +406,11 @@ async def test_it_closes_every_socket_with_1001_on_shutdown(r2d2, events, regist
     from fleet import shutdown
 
     await asyncio.wait_for(shutdown.run_hooks(5), 6)
-    assert await socket.receive_output() == {"type": "websocket.close", "code": 1001, "reason": "server_shutdown"}
+    assert await socket.receive_output(timeout=5) == {
+        "type": "websocket.close",
+        "code": 1001,
+        "reason": "server_shutdown",
+    }
     assert_closed_event(events, r2d2, "server_shutdown", 1001)
     session = await sync_to_async(RobotSession.objects.get)()
     assert (session.reason, session.close_code, session.frames_accepted) == ("server_shutdown", 1001, 1)
@@ -409,7 +425,7 @@ async def test_it_fans_out_the_latest_frame_per_robot_once_per_interval(r2d2, re
     channel = await layer.new_channel()
     await layer.group_add("fleet.dashboard", channel)
     socket = await connected(r2d2)
-    presence_batch = await asyncio.wait_for(layer.receive(channel), 2)
+    presence_batch = await asyncio.wait_for(layer.receive(channel), 5)
     assert presence_batch == {
         "type": "presence.batch",
         "robots": [{"robot_id": "r2d2", "connected": True, "reporting": False}],
@@ -418,7 +434,7 @@ async def test_it_fans_out_the_latest_frame_per_robot_once_per_interval(r2d2, re
     await asyncio.sleep(0.3)
     for seq in range(3):
         await send(socket, telemetry(seq, cpu_usage=seq, ts=time.time() - 1000))
-    messages = [await asyncio.wait_for(layer.receive(channel), 2) for _ in range(2)]
+    messages = [await asyncio.wait_for(layer.receive(channel), 5) for _ in range(2)]
     telemetry_batch = next(m for m in messages if m["type"] == "telemetry.batch")
     assert telemetry_batch["frames"] == [
         {

@@ -127,6 +127,16 @@ async def test_a_message_over_the_limit_is_closed_with_1009(servers, robots):
     assert (closed["robot_id"], closed["reason"], closed["close_code"]) == ("r2d2", "too_large", 1009)
 
 
+async def test_a_message_over_the_limit_in_continuation_frames_is_closed_with_1009(servers, robots):
+    async with robot_socket(servers[0], "r2d2", robots["r2d2"]) as ws:
+        try:
+            # 10 MB as 64 KiB fragments of one message: daphne never holds more than the limit.
+            await ws.send("x" * 65536 for _ in range(160))
+        except ConnectionClosed:
+            pass
+        assert await close_code(ws) == 1009
+
+
 async def test_a_flooding_robot_gets_rate_limited_and_stays_connected(servers, robots):
     async with robot_socket(servers[0], "r2d2", robots["r2d2"]) as ws:
         for seq in range(25):
