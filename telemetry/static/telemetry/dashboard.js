@@ -82,8 +82,11 @@ function rowFor(robotId) {
 function render(robotId) {
   const { row, state } = robots.get(robotId);
   const status = row.querySelector(".status");
-  status.className = "status" + (state.reporting ? " reporting" : state.connected ? " connected" : "");
-  status.textContent = state.reporting ? "reporting" : state.connected ? "connected" : "not connected";
+  // A robot that just disconnected may still count as reporting (its last frame is recent);
+  // what an operator needs first is whether it is connected.
+  const label = !state.connected ? "not connected" : state.reporting ? "reporting" : "connected";
+  status.className = `status ${label.replace(" ", "-")}`;
+  status.textContent = label;
   row.dataset.connected = String(state.connected);
   row.querySelector(".seen").textContent = timeOf(state.last_seen_at);
   const m = state.metrics || {};
@@ -100,7 +103,7 @@ function updateSummary() {
   const states = [...robots.values()].map((entry) => entry.state);
   $("#count-robots").textContent = states.length;
   $("#count-connected").textContent = states.filter((s) => s.connected).length;
-  $("#count-reporting").textContent = states.filter((s) => s.reporting).length;
+  $("#count-reporting").textContent = states.filter((s) => s.connected && s.reporting).length;
 }
 
 const handlers = {
@@ -197,6 +200,7 @@ function drawMissions() {
     element,
   );
   element.dataset.points = String(times.length);
+  $("#no-missions").hidden = times.length > 0;
 }
 
 async function fetchJson(url) {
