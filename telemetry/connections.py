@@ -53,6 +53,8 @@ class Registry:
         self.connections: dict[str, LiveConnection] = {}
         self.flusher = Flusher()
         self.task: asyncio.Task | None = None
+        # Set on shutdown: sockets that still arrive are closed with 1001 at once.
+        self.closing = False
         self.background: set[asyncio.Task] = set()
 
     def add(self, connection: LiveConnection) -> None:
@@ -120,6 +122,7 @@ class Registry:
         await self.flusher.drain()
 
     async def close_all(self, code: int = 1001, reason: str = "server_shutdown") -> None:
+        self.closing = True
         connections = list(self.connections.values())
         await asyncio.gather(*(connection.close_with(code, reason) for connection in connections))
         if connections:

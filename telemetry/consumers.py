@@ -30,7 +30,7 @@ from telemetry import frames, presence
 from telemetry.connections import get_registry
 from telemetry.frames import PING, Batch, FrameError, Telemetry
 from telemetry.ingest import accept_batch, accept_frame
-from telemetry.robots import authenticate, is_valid_robot_id
+from telemetry.robots import authenticate, is_valid_robot_id, robot_group
 from telemetry.signals import connection_closed, connection_established
 
 logger = logging.getLogger(__name__)
@@ -44,11 +44,6 @@ def _warn_sometimes(message: str, *args) -> None:
     if now - _warned_at >= 60:
         _warned_at = now
         logger.warning(message, *args)
-
-
-def robot_group(robot_id: str) -> str:
-    """The channel-layer group of a robot's sockets, in every process (robot ids are group-name safe)."""
-    return f"robot.{robot_id}"
 
 
 def new_connection_id(robot_id: str, now: float) -> str:
@@ -162,6 +157,11 @@ class RobotConsumer(AsyncConsumer):
 
         self.registry.add(self)
         self.flusher.presence_changed.add(robot_id)
+        if self.registry.closing:
+            # The server is stopping: send the robot elsewhere rather than let daphne cut it off.
+            self.channel_layer = None
+            await self.close_with(1001, "server_shutdown")
+            return True
         await self._join_group()
         return True
 
