@@ -178,11 +178,16 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
                 logger.warning("could not record %d coalesced frames: %s", count, exc)
 
 
-def send_counters_update(counters: list[dict]) -> None:
-    """Push the counters of an aggregation run to every dashboard (from sync code)."""
+def push_changed_counters(sender, run_id: str, **kwargs) -> None:
+    """Receiver of metrics' aggregation_completed: send the counters the run changed to every dashboard."""
+    from metrics.aggregation import changed_counters
+
+    counters = [{"name": c.name, "labels": c.labels, "value": c.value} for c in changed_counters(run_id)]
+    if not counters:
+        return
     try:
         async_to_sync(get_channel_layer().group_send)(GROUP, {"type": "counters.update", "counters": counters})
-    except Exception as exc:
+    except Exception as exc:  # dashboards catch up on their next snapshot; the job must not fail
         logger.warning("could not push counters to dashboards: %s", exc)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 from channels.db import database_sync_to_async
@@ -151,3 +152,26 @@ def test_the_dashboard_page_needs_a_staff_login(client, operator):
     assert response.status_code == 200
     assert b"vendor/uplot/uPlot.iife.min.js" in response.content
     assert client.get("/").headers["Location"] == "/dashboard/"
+
+
+async def test_an_aggregation_run_pushes_the_counters_it_changed(operator_token, redis_client):
+    from metrics.aggregation import aggregate_mission_metrics
+
+    communicator = dashboard(operator_token)
+    await communicator.connect()
+    await communicator.receive_json_from(timeout=3)  # snapshot
+    for status in ("completed", "completed", "failed"):
+        redis_client.xadd("brain.events.missions", {"data": json.dumps({"mission_id": "m-1", "status": status})})
+    await database_sync_to_async(aggregate_mission_metrics)()
+
+    messages, _ = await receive_until_sync(communicator)
+    assert messages == [
+        {
+            "type": "counters",
+            "counters": [
+                {"name": "mission_status_total", "labels": {"status": "completed"}, "value": 2},
+                {"name": "mission_status_total", "labels": {"status": "failed"}, "value": 1},
+            ],
+        }
+    ]
+    await communicator.disconnect()
