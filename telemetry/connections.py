@@ -3,7 +3,8 @@
 The loop runs while there is something to do (a live connection or buffered state) and, on each
 tick of TELEMETRY_FLUSH_INTERVAL, flushes the ingest state (telemetry.ingest.Flusher). On slower
 ticks it closes idle sockets (4000), queues lease refreshes for the flusher's next pipeline,
-renews channel-layer group memberships before they expire, and starts the database flush.
+renews channel-layer group memberships before they expire, sweeps the fleet's time-driven presence
+changes (presence.asweep) into the next fan-out, and starts the database flush.
 There are no per-connection timers or tasks besides the consumer's own.
 
 On SIGTERM, fleet.serve runs `close_all` (registered below): every local robot gets 1001 with
@@ -83,6 +84,7 @@ class Registry:
                 if now >= next_slow:
                     next_slow = now + self._slow_tick()
                     self._maintain(now)
+                    await self.flusher.sweep()
                 if self.flusher.urgent_db():
                     self.flusher.start_db_flush(now)
                 await self.flusher.flush()
@@ -115,7 +117,7 @@ class Registry:
                 renewals += 1
                 connection.group_joined_at = now
                 self.spawn(connection.renew_group())
-        self.flusher.check_stale(time.time())
+        self.flusher.forget_stale(time.time())
         self.flusher.start_db_flush(now)
 
     async def drain(self) -> None:

@@ -175,6 +175,8 @@ class Flusher:
         if self._redis_failing:
             self._redis_failing = False
             logger.warning("telemetry flush: Redis reachable again")
+            # A sweep during the outage may have announced these robots gone; they are back.
+            self.presence_changed.update(robot_id for _, robot_id in refresh)
         await self._fan_out(changed, robots, results[-2:] if robots else None)
 
     def _encode(self, robot_id: str) -> str:
@@ -210,12 +212,18 @@ class Flusher:
             return
         self._fanout_failing = False
 
-    def check_stale(self, now: float) -> None:
-        """Announce robots of this process whose last frame just became older than TELEMETRY_STALE_AFTER."""
+    def forget_stale(self, now: float) -> None:
+        """Forget robots whose last frame here is older than TELEMETRY_STALE_AFTER (presence.asweep announces them)."""
         cutoff = now - settings.TELEMETRY_STALE_AFTER
         for robot_id in [robot_id for robot_id, at in self.reporting.items() if at <= cutoff]:
             del self.reporting[robot_id]
-            self.presence_changed.add(robot_id)
+
+    async def sweep(self) -> None:
+        """Take the fleet's time-driven presence changes (expired leases, stale robots) into the next fan-out."""
+        try:
+            self.presence_changed.update(await presence.asweep())
+        except (redis.RedisError, OSError):
+            pass  # The flush that follows reports the outage; the next sweep catches up.
 
     def start_db_flush(self, now: float, force: bool = False) -> asyncio.Task | None:
         """Write the buffered database batch in a worker thread, one batch at a time."""
@@ -296,7 +304,8 @@ def accept_frame(flusher: Flusher, connection, frame: Telemetry, now: float, bac
         flusher.latest[robot_id] = frame
         flusher.changed.add(robot_id)
     flusher.seen[robot_id] = now
-    if robot_id not in flusher.reporting:
+    last = flusher.reporting.get(robot_id)
+    if last is None or now - last > settings.TELEMETRY_STALE_AFTER:
         flusher.presence_changed.add(robot_id)
     flusher.reporting[robot_id] = now
     flusher.db.seen.add(robot_id)

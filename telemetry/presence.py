@@ -11,7 +11,8 @@ Keys (all scores are Unix seconds from the writing process's clock, so hosts kee
 A lease is written on connect, refreshed in batches while the socket is open (telemetry.connections)
 and removed on close (telemetry.ingest's flusher). A process killed with -9 removes nothing: its
 leases simply stop being refreshed, and every reader counts only scores in the future, so they
-vanish from the counts within TELEMETRY_PRESENCE_TTL. Expired members are trimmed on refresh.
+vanish from the counts within TELEMETRY_PRESENCE_TTL. Expired connection leases are trimmed on
+refresh; expired robots are removed by `asweep`, which also reports them so dashboards hear of it.
 """
 
 from __future__ import annotations
@@ -92,6 +93,38 @@ for i = 2, #ARGV, 2 do
 end
 return 1
 """
+
+
+# Presence changes that no socket close announces: robots whose last lease expired (their process
+# died) and robots whose last frame just became older than TELEMETRY_STALE_AFTER. Atomic, so each
+# change is handed to exactly one of the processes that sweep, however many there are.
+SWEEP_SCRIPT = """
+local now = tonumber(ARGV[1])
+local cutoff = now - tonumber(ARGV[2])
+local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
+if #gone > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+end
+local previous = tonumber(redis.call('GET', KEYS[3]) or cutoff)
+local stale = {}
+if cutoff > previous then
+  stale = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. previous, cutoff)
+end
+if cutoff >= previous then
+  redis.call('SET', KEYS[3], cutoff)
+end
+return {gone, stale}
+"""
+SWEPT = "telemetry:stale_swept_until"
+
+
+async def asweep(client: redis.asyncio.Redis | None = None) -> list[str]:
+    """Robots whose presence changed by time alone (lease expired, or gone stale) since the last sweep."""
+    client = client or get_async_client()
+    gone, stale = await client.eval(
+        SWEEP_SCRIPT, 3, CONNECTED, REPORTING, SWEPT, time.time(), settings.TELEMETRY_STALE_AFTER
+    )
+    return sorted({robot_id.decode() for robot_id in (*gone, *stale)})
 
 
 def _connected(score: float | None, now: float) -> bool:
@@ -195,7 +228,6 @@ def refresh_leases(pipe, leases: list[tuple[str, str]]) -> None:
     if leases:
         pipe.eval(REFRESH_SCRIPT, 2, LEASES, CONNECTED, now + ttl, int(ttl * 1000), *_pairs(leases))
     pipe.zremrangebyscore(LEASES, "-inf", now)
-    pipe.zremrangebyscore(CONNECTED, "-inf", now)
 
 
 def release_leases(pipe, leases: list[tuple[str, str]]) -> None:

@@ -121,3 +121,20 @@ async def test_prometheus_shows_the_fleet_numbers_summed_over_processes(redis_cl
         'telemetry_frames_total{result="accepted"} 42.0',
         'telemetry_frames_total{result="rejected"} 3.0',
     ]
+
+
+async def test_a_sweep_hands_each_time_driven_change_to_exactly_one_caller(redis_client, settings):
+    settings.TELEMETRY_PRESENCE_TTL = 0.3
+    settings.TELEMETRY_STALE_AFTER = 30
+    assert await presence.asweep() == []
+    await presence.admit_connection("r2d2", "ws_r2d2_1_aaaa")  # its process will "die": no refresh
+    await presence.admit_connection("bb8", "ws_bb8_1_aaaa")
+    run(lambda pipe: presence.mark_reporting(pipe, {"c3po": time.time() - 29.8, "bb8": time.time()}), redis_client)
+    assert await presence.asweep() == []
+    await asyncio.sleep(0.2)
+    run(lambda pipe: presence.refresh_leases(pipe, [("ws_bb8_1_aaaa", "bb8")]), redis_client)
+    await asyncio.sleep(0.2)
+    # r2d2's lease expired, c3po's last frame went stale; bb8 is still fine.
+    assert await presence.asweep() == ["c3po", "r2d2"]
+    assert await presence.asweep() == []
+    assert presence.fleet_counts() == {"active_connections": 1, "robots_connected": 1, "robots_reporting": 1}

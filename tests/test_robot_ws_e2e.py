@@ -8,6 +8,7 @@ import signal
 import time
 
 import pytest
+from channels.layers import get_channel_layer
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
@@ -183,6 +184,9 @@ async def test_presence_spans_processes_and_a_killed_process_leases_expire(serve
             assert counts == {"active_connections": 2, "robots_connected": 2, "robots_reporting": 2}
             assert latest.latest_metrics("r2d2")["seq"] == 1
 
+            layer = get_channel_layer()
+            dashboard = await layer.new_channel()
+            await layer.group_add("fleet.dashboard", dashboard)
             doomed.signal(signal.SIGKILL)
             killed_at = time.monotonic()
             gone = await asyncio.to_thread(
@@ -193,6 +197,13 @@ async def test_presence_spans_processes_and_a_killed_process_leases_expire(serve
                 "r2d2": {"connected": False, "reporting": True},
                 "bb8": {"connected": True, "reporting": True},
             }
+            # The survivor's process notices the expiry and tells the dashboards.
+            announced = None
+            while announced is None:
+                message = await asyncio.wait_for(layer.receive(dashboard), 5)
+                if message["type"] == "presence.batch":
+                    announced = [robot for robot in message["robots"] if robot["robot_id"] == "r2d2"] or None
+            assert announced == [{"robot_id": "r2d2", "connected": False, "reporting": True}]
             # The survivor's lease keeps being refreshed past the TTL.
             await asyncio.sleep(2.5)
             assert presence.fleet_counts()["active_connections"] == 1
