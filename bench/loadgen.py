@@ -46,6 +46,8 @@ class Window:
     def __init__(self, warmup: float, duration: float) -> None:
         self.begin = time.monotonic() + warmup
         self.end = self.begin + duration
+        self.wall_begin = time.time() + warmup  # for matching the dashboard's reported_at
+        self.wall_end = self.wall_begin + duration
         self.over = False
 
     def inside(self, t: float) -> bool:
@@ -184,6 +186,7 @@ async def run_load(spec: dict) -> dict:
         "p99_ms": percentile(tally.latencies, 0.99),
         "errors": tally.errors,
         "last": tally.last,
+        "window": [window.wall_begin, window.wall_end],
         "cpu_seconds": round(time.process_time(), 2),
     }
 
@@ -204,10 +207,9 @@ async def hold_idle(spec: dict) -> dict:
 
 async def watch_dashboard(spec: dict) -> dict:
     """Record each telemetry message's lag (receive time minus the frame's reported_at) and each robot's last seq."""
-    lags: list[float] = []
+    samples: list[tuple[float, float]] = []  # (reported_at, lag ms); the caller keeps its load's window
     last: dict[str, int] = {}
     counts = {"messages": 0, "telemetry": 0, "syncs": 0}
-    measure_from = time.time() + spec.get("warmup", 0.0)
     async with connect(
         spec["url"], additional_headers={"Origin": spec["origin"]}, compression=None, max_queue=None
     ) as ws:
@@ -228,19 +230,12 @@ async def watch_dashboard(spec: dict) -> dict:
                 robot_id, seq = message["robot_id"], message.get("seq") or 0
                 if seq > last.get(robot_id, -1):
                     last[robot_id] = seq
-                if message["reported_at"] >= measure_from:
-                    lags.append((now - message["reported_at"]) * 1000)
+                samples.append((message["reported_at"], (now - message["reported_at"]) * 1000))
             elif kind == "sync":
                 # The fleet view sends no more until the dashboard acknowledges what it has.
                 counts["syncs"] += 1
                 await ws.send(json.dumps({"type": "ack", "sync": message["sync"]}))
-    return {
-        **counts,
-        "lag_p50_ms": percentile(lags, 0.5),
-        "lag_p99_ms": percentile(lags, 0.99),
-        "lag_max_ms": max(lags) if lags else None,
-        "last": last,
-    }
+    return {**counts, "samples": samples, "last": last}
 
 
 def main() -> None:
