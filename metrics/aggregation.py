@@ -79,7 +79,8 @@ class RunResult:
         gaps = f", {len(self.gaps)} gap(s) in the stream" if self.gaps else ""
         return (
             f"aggregated {self.entries_processed} entries ({self.entries_skipped} skipped{lost}{gaps}) "
-            f"in {self.duration_ms:.1f} ms; {len(self.counters_changed)} counters changed; "
+            f"in {self.duration_ms:.1f} ms; {len(self.counters_changed)} "
+            f"counter{'' if len(self.counters_changed) == 1 else 's'} changed; "
             f"cursor at {self.last_id or 'the start'}"
         )
 
