@@ -22,6 +22,7 @@ import logging
 import secrets
 import time
 from collections import Counter as Tally
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import redis as redis_lib
@@ -109,6 +110,7 @@ def aggregate_mission_metrics(redis=None, batch_size: int | None = None, max_ent
         )
         raise  # so that Django-Q2 records the failure
     result.duration_ms = (time.perf_counter() - started) * 1000
+    _remember(result)
     if result.entries_processed:
         logger.info("%s: %s", run_id, result.summary())
     aggregation_completed.send(
@@ -126,7 +128,23 @@ def aggregate_mission_metrics(redis=None, batch_size: int | None = None, max_ent
 
 def changed_counters(run_id: str) -> list[Counter]:
     """The counters a run changed (those it snapshotted), e.g. for a receiver of aggregation_completed."""
+    known = _recent_runs.get(run_id)
+    if known is not None and not known:
+        return []  # an idle run of this process: keep it free of queries, receivers included
+    if known is not None:
+        return list(Counter.objects.filter(id__in=known).order_by("name", "id"))
     return list(Counter.objects.filter(snapshots__run_id=run_id).distinct().order_by("name", "id"))
+
+
+# The counters changed by this process's latest runs, so aggregation_completed receivers needn't query for them.
+_recent_runs: OrderedDict[str, list[int]] = OrderedDict()
+_RECENT_RUNS_KEPT = 16
+
+
+def _remember(result: RunResult) -> None:
+    _recent_runs[result.run_id] = result.counters_changed
+    while len(_recent_runs) > _RECENT_RUNS_KEPT:
+        _recent_runs.popitem(last=False)
 
 
 def _run(client: redis_lib.Redis, stream: str, run_id: str, batch_size: int, max_entries: int) -> RunResult:
