@@ -64,6 +64,27 @@ def test_the_cron_ticks_at_least_twice_per_scheduler_pass_up_to_30_s_then_whole_
     assert aggregation_cron(300) == "*/5 * * * * 0"
 
 
+@pytest.mark.django_db(transaction=True)  # the scheduler closes old connections, as it does in the cluster
+def test_runs_missed_during_downtime_do_not_replay_as_a_burst():
+    from django_q.brokers import get_broker
+    from django_q.scheduler import scheduler
+
+    ensure_metrics_schedules()
+    now = timezone.now()
+    Schedule.objects.exclude(name=AGGREGATION_SCHEDULE).update(next_run=now + timedelta(days=1))
+    # Down for an hour: 240 ticks of 15 s were missed.
+    Schedule.objects.filter(name=AGGREGATION_SCHEDULE).update(next_run=now - timedelta(hours=1))
+    broker = get_broker()
+    broker.purge_queue()
+
+    scheduler(broker=broker)
+
+    assert broker.queue_size() == 1
+    schedule = Schedule.objects.get(name=AGGREGATION_SCHEDULE)
+    assert now < schedule.next_run <= timezone.now() + timedelta(seconds=15)
+    broker.purge_queue()
+
+
 @pytest.mark.django_db
 @override_settings(METRICS_SNAPSHOT_RETENTION_DAYS=90)
 def test_pruning_deletes_snapshots_older_than_the_retention():
