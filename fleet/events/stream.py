@@ -74,11 +74,15 @@ class EventPublisher:
         self._wakeup.set()
 
     def _trim(self) -> None:
-        """Drop the oldest buffered envelopes beyond capacity (caller holds the lock)."""
-        excess = len(self._buffer) + self._in_flight - self.capacity
+        """Drop the oldest buffered envelopes beyond capacity (caller holds the lock).
+
+        A batch in flight is older than anything in the buffer and may yet be delivered, so it
+        doesn't count here: the buffer may exceed capacity by one batch while a send is pending.
+        If the send fails, the batch goes back to the front and this drops the oldest first.
+        """
+        excess = len(self._buffer) - self.capacity
         if excess <= 0:
             return
-        excess = min(excess, len(self._buffer))
         for _ in range(excess):
             self._buffer.popleft()
         self.dropped += excess
