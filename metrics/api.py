@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
@@ -15,9 +15,13 @@ from metrics.serializers import CounterSerializer, CounterSnapshotSerializer, Hi
 NAME = OpenApiParameter("name", OpenApiTypes.STR, description="Only counters with this exact name.")
 SINCE = OpenApiParameter("since", OpenApiTypes.STR, description="ISO 8601 date-time or Unix seconds (inclusive).")
 UNTIL = OpenApiParameter("until", OpenApiTypes.STR, description="ISO 8601 date-time or Unix seconds (inclusive).")
+NOT_FOUND = OpenApiResponse(description="No counter with this id.")
 
 
-@extend_schema_view(list=extend_schema(parameters=[NAME]))
+@extend_schema_view(
+    list=extend_schema(parameters=[NAME]),
+    retrieve=extend_schema(responses={200: CounterSerializer, 404: NOT_FOUND}),
+)
 class CounterViewSet(viewsets.ReadOnlyModelViewSet):
     serializer_class = CounterSerializer
 
@@ -26,7 +30,14 @@ class CounterViewSet(viewsets.ReadOnlyModelViewSet):
         name = self.request.query_params.get("name")
         return counters.filter(name=name) if name else counters
 
-    @extend_schema(parameters=[SINCE, UNTIL], responses=CounterSnapshotSerializer(many=True))
+    @extend_schema(
+        parameters=[SINCE, UNTIL],
+        responses={
+            200: CounterSnapshotSerializer(many=True),
+            400: OpenApiResponse(description="since or until is neither an ISO 8601 date-time nor Unix seconds."),
+            404: NOT_FOUND,
+        },
+    )
     @action(detail=True, methods=["get"], serializer_class=CounterSnapshotSerializer)
     def history(self, request: Request, pk: str | None = None) -> Response:
         """A counter's snapshots, oldest first."""

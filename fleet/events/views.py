@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
@@ -27,13 +27,16 @@ class EventListView(APIView):
 
     @extend_schema(
         parameters=[EventQuerySerializer],
-        responses=inline_serializer(
-            "EventPage",
-            {
-                "next": serializers.URLField(allow_null=True),
-                "results": serializers.ListField(child=serializers.DictField()),
-            },
-        ),
+        responses={
+            200: inline_serializer(
+                "EventPage",
+                {
+                    "next": serializers.URLField(allow_null=True),
+                    "results": serializers.ListField(child=serializers.DictField()),
+                },
+            ),
+            400: OpenApiResponse(description="A query parameter is invalid; the body names it."),
+        },
     )
     def get(self, request: Request) -> Response:
         query = EventQuerySerializer(data=request.query_params)
