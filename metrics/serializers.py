@@ -1,10 +1,10 @@
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
-from django.utils.dateparse import parse_datetime
 from rest_framework import serializers
 
+from fleet.instants import parse_instant
 from metrics.models import Counter, CounterSnapshot
 
 
@@ -33,18 +33,10 @@ class InstantField(serializers.Field):
     }
 
     def to_internal_value(self, data: object) -> datetime:
-        text = str(data).strip()
-        try:
-            return datetime.fromtimestamp(float(text), tz=UTC)
-        except (ValueError, OverflowError, OSError):
-            pass
-        try:
-            moment = parse_datetime(text)
-        except ValueError:
-            moment = None
+        moment = parse_instant(str(data))
         if moment is None:
             self.fail("invalid")
-        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+        return moment
 
     def to_representation(self, value: datetime) -> str:
         return value.isoformat()

@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 
 import redis
 from django.conf import settings
-from django.utils.dateparse import parse_datetime
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions, generics, status
@@ -24,6 +23,7 @@ from rest_framework.throttling import AnonRateThrottle
 from rest_framework.views import APIView
 
 import fleet
+from fleet.instants import parse_instant
 from telemetry import latest, presence, signals
 from telemetry.models import Robot, TelemetrySample
 from telemetry.robots import is_valid_robot_id
@@ -208,21 +208,14 @@ def _parse_instant(name: str, raw: str | None) -> datetime | None:
     """An ISO 8601 datetime (naive means UTC) or Unix seconds; None when absent."""
     if raw is None or raw == "":
         return None
-    try:
-        return datetime.fromtimestamp(float(raw), tz=UTC)
-    except (ValueError, OverflowError, OSError):
-        pass
-    try:
-        value = parse_datetime(raw)
-    except ValueError:
-        value = None
+    value = parse_instant(raw)
     if value is None:
         raise _error(
             exceptions.ValidationError,
             f"{name} must be an ISO 8601 datetime or Unix seconds; got {raw!r}.",
             "invalid_query",
         )
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return value
 
 
 class RobotHistoryView(PrivateAPIView, generics.ListAPIView):
