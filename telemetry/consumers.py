@@ -66,13 +66,14 @@ class RobotConsumer(AsyncConsumer):
         self.scope = scope
         self.base_send = send
         self.finished = False
+        self.listener: asyncio.Task | None = None
         self.done = asyncio.Event()
         message = await receive()
         if message["type"] != "websocket.connect":
             return
         if not await self._handshake():
             return
-        listener = asyncio.ensure_future(self._listen()) if self.channel_layer is not None else None
+        self.listener = listener = asyncio.ensure_future(self._listen()) if self.channel_layer is not None else None
         try:
             while True:
                 message = await receive()
@@ -162,25 +163,25 @@ class RobotConsumer(AsyncConsumer):
             self.channel_layer = None
             await self.close_with(1001, "server_shutdown")
             return True
-        await self._join_group()
+        self.channel_layer = get_channel_layer()
+        if self.channel_layer is not None:
+            self.channel_name = await self.channel_layer.new_channel()  # a local name, no I/O
         return True
 
     async def _join_group(self) -> None:
-        self.channel_layer = get_channel_layer()
-        if self.channel_layer is None:
-            return
+        """Join the robot's group and tell older sockets of this robot, in any process, to close (4409)."""
         try:
-            self.channel_name = await self.channel_layer.new_channel()
             await self.channel_layer.group_add(robot_group(self.robot_id), self.channel_name)
-            # Older sockets of this robot, in any process, close themselves with 4409.
-            await self.channel_layer.group_send(
-                robot_group(self.robot_id),
-                {"type": "robot.replace", "connection_id": self.connection_id, "connected_at": self.connected_at},
-            )
+            await self._announce()
         except Exception as exc:
             _warn_sometimes("channel layer unavailable (%s); robots are not replaced across processes", exc)
-            if not hasattr(self, "channel_name"):
-                self.channel_layer = None
+            self.group_joined_at = float("-inf")  # the process loop retries the membership
+
+    async def _announce(self) -> None:
+        await self.channel_layer.group_send(
+            robot_group(self.robot_id),
+            {"type": "robot.replace", "connection_id": self.connection_id, "connected_at": self.connected_at},
+        )
 
     async def renew_group(self) -> None:
         try:
@@ -196,6 +197,8 @@ class RobotConsumer(AsyncConsumer):
             pass  # The membership expires by itself (group_expiry).
 
     async def _listen(self) -> None:
+        # Off the handshake path: a slow or hung channel layer must not delay the first acks.
+        await self._join_group()
         handlers = {"robot.replace": self.robot_replace, "robot.revoke": self.robot_revoke}
         while True:
             try:
@@ -212,6 +215,8 @@ class RobotConsumer(AsyncConsumer):
             handler = handlers.get(message.get("type"))
             if handler is not None:
                 await handler(message)
+            if self.finished:
+                return
 
     # --- channel-layer handlers -------------------------------------------------------------------
 
@@ -221,6 +226,12 @@ class RobotConsumer(AsyncConsumer):
             return
         if (event["connected_at"], event["connection_id"]) > (self.connected_at, self.connection_id):
             await self.close_with(4409, "replaced")
+            return
+        # An older socket joined the group after our announcement missed it: announce again.
+        try:
+            await self._announce()
+        except Exception as exc:
+            _warn_sometimes("channel layer unavailable (%s); robots are not replaced across processes", exc)
 
     async def robot_revoke(self, event: dict) -> None:
         """The robot was revoked (admin/API): close with 4403."""
@@ -322,6 +333,9 @@ class RobotConsumer(AsyncConsumer):
             await self.base_send({"type": "websocket.close", "code": code, "reason": reason})
         except Exception:
             pass  # The socket is already gone; the close is recorded all the same.
+        listener = getattr(self, "listener", None)
+        if listener is not None and listener is not asyncio.current_task():
+            listener.cancel()  # (from within the listener, it returns by itself)
 
     def _finish(self, code: int | None, reason: str) -> None:
         if self.finished:

@@ -42,16 +42,25 @@ def events():
         signal.disconnect(receive)
 
 
+_sockets: list[WebsocketCommunicator] = []
+
+
 @pytest.fixture
 async def registry():
+    """This loop's connection registry; at the end every socket is hung up and the state flushed."""
     registry = get_registry()
     yield registry
+    while _sockets:
+        # Also the ones the server closed: their consumers end only when the client hangs up.
+        await _sockets.pop().disconnect(timeout=5)
     await registry.stop()
 
 
 def robot_socket(robot_id: str, token: str | None, query: str = "") -> WebsocketCommunicator:
     headers = [(b"authorization", f"Bearer {token}".encode())] if token else []
-    return WebsocketCommunicator(APP, f"/api/telemetry/ws/{robot_id}{query}", headers=headers)
+    socket = WebsocketCommunicator(APP, f"/api/telemetry/ws/{robot_id}{query}", headers=headers)
+    _sockets.append(socket)
+    return socket
 
 
 async def connected(robot) -> WebsocketCommunicator:
@@ -64,6 +73,15 @@ async def connected(robot) -> WebsocketCommunicator:
 async def send(socket: WebsocketCommunicator, payload: dict) -> dict:
     await socket.send_json_to(payload)
     return await socket.receive_json_from(timeout=5)
+
+
+async def joined(robot_id: str, members: int = 1) -> None:
+    """Wait until the robot's sockets are in its channel-layer group (they join right after accept)."""
+    for _ in range(100):
+        if get_client().zcard(f"asgi:group:robot.{robot_id}") >= members:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"robot.{robot_id} has fewer than {members} members")
 
 
 def telemetry(seq: int | None = None, **fields) -> dict:
@@ -382,6 +400,7 @@ async def test_it_refuses_a_robot_reconnecting_too_fast_with_4429(r2d2, events, 
 
 async def test_a_newer_connection_replaces_the_older_with_4409(r2d2, events, registry):
     old = await connected(r2d2)
+    await joined("r2d2")
     new = await connected(r2d2)
     assert await old.receive_output(timeout=5) == {"type": "websocket.close", "code": 4409, "reason": "replaced"}
     payload = assert_closed_event(events, r2d2, "replaced", 4409)
@@ -393,8 +412,19 @@ async def test_a_newer_connection_replaces_the_older_with_4409(r2d2, events, reg
     await new.disconnect()
 
 
+async def test_simultaneous_connections_still_leave_only_the_newest(r2d2, events, registry):
+    # Both connect before either has joined the group: the newer re-announces itself when it hears the older.
+    old = await connected(r2d2)
+    new = await connected(r2d2)
+    assert await old.receive_output(timeout=5) == {"type": "websocket.close", "code": 4409, "reason": "replaced"}
+    assert await send(new, {"type": "ping"}) != {}
+    assert len(closed(events)) == 1
+    await new.disconnect()
+
+
 async def test_it_closes_a_revoked_robot_with_4403(r2d2, events, registry):
     socket = await connected(r2d2)
+    await joined("r2d2")
     await get_channel_layer().group_send("robot.r2d2", {"type": "robot.revoke"})
     assert await socket.receive_output(timeout=5) == {"type": "websocket.close", "code": 4403, "reason": "revoked"}
     assert_closed_event(events, r2d2, "revoked", 4403)
