@@ -9,7 +9,7 @@ so the job runs once per pass: about every 30 s, never with a skipped pass (a 60
 `catch_up=False` in Q_CLUSTER collapses the ticks missed between passes (or during downtime)
 into that single run.
 
-Other apps can follow the same pattern: call `ensure_schedule` from their own post_migrate handler.
+The schedules are written with fleet.schedules.ensure_schedule, like every app's.
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from __future__ import annotations
 import logging
 
 from django.conf import settings
-from django.db import DEFAULT_DB_ALIAS, connections
-from django.utils import timezone
+from django.db import DEFAULT_DB_ALIAS
+
+from fleet.schedules import ensure_schedule, schedules_table_exists
 
 logger = logging.getLogger(__name__)
 
@@ -43,35 +44,11 @@ def aggregation_cron(interval: int) -> str:
     return f"*/{minutes} * * * * 0"
 
 
-def ensure_schedule(name: str, func: str, using: str = DEFAULT_DB_ALIAS, **fields) -> None:
-    """Create or update the one schedule called `name`; running it twice changes nothing."""
-    from django_q.models import Schedule
-
-    fields = {"func": func, "repeats": -1, **fields}
-    schedules = list(Schedule.objects.using(using).filter(name=name).order_by("id"))
-    if not schedules:
-        Schedule.objects.using(using).create(name=name, **fields)
-        logger.info("created schedule %s", name)
-        return
-    schedule, duplicates = schedules[0], schedules[1:]
-    for duplicate in duplicates:
-        duplicate.delete()
-    changed = {key: value for key, value in fields.items() if getattr(schedule, key) != value}
-    if not changed:
-        return
-    for key, value in changed.items():
-        setattr(schedule, key, value)
-    if {"cron", "schedule_type", "minutes"} & changed.keys():
-        schedule.next_run = timezone.now()
-    schedule.save(using=using)
-    logger.info("updated schedule %s: %s", name, ", ".join(sorted(changed)))
-
-
 def ensure_metrics_schedules(using: str = DEFAULT_DB_ALIAS, **kwargs) -> None:
     """post_migrate handler: the aggregation every METRICS_AGGREGATION_INTERVAL and the daily snapshot pruning."""
     from django_q.models import Schedule
 
-    if Schedule._meta.db_table not in connections[using].introspection.table_names():
+    if not schedules_table_exists(using):
         return  # migrating a subset of apps that doesn't include django_q yet
     interval = settings.METRICS_AGGREGATION_INTERVAL
     if interval < SCHEDULER_PASS_SECONDS:

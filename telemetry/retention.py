@@ -6,9 +6,11 @@ import logging
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import connections
+from django.db import DEFAULT_DB_ALIAS
 from django.utils import timezone
 
+from fleet import schedules as fleet_schedules
+from fleet.schedules import schedules_table_exists
 from telemetry.models import TelemetrySample
 
 logger = logging.getLogger(__name__)
@@ -32,17 +34,16 @@ def prune_samples(now: datetime | None = None, batch_size: int = PRUNE_BATCH) ->
     return deleted
 
 
-def ensure_schedule(using: str = "default") -> None:
+def ensure_schedule(using: str = DEFAULT_DB_ALIAS) -> None:
     """Create or update the daily prune schedule; running it again changes nothing (one row, by name)."""
     from django_q.models import Schedule
 
-    if Schedule._meta.db_table not in connections[using].introspection.table_names():
-        return  # django_q not migrated yet (e.g. `migrate telemetry` alone); the next full migrate creates it
-    Schedule.objects.using(using).update_or_create(
-        name=SCHEDULE_NAME,
-        defaults={"func": "telemetry.retention.prune_samples", "schedule_type": Schedule.DAILY, "repeats": -1},
+    if not schedules_table_exists(using):
+        return  # django_q not migrated yet; the next full migrate creates it
+    fleet_schedules.ensure_schedule(
+        SCHEDULE_NAME, "telemetry.retention.prune_samples", using, schedule_type=Schedule.DAILY
     )
 
 
-def ensure_schedule_after_migrate(sender, using: str = "default", **kwargs) -> None:
+def ensure_schedule_after_migrate(sender, using: str = DEFAULT_DB_ALIAS, **kwargs) -> None:
     ensure_schedule(using=using)
