@@ -20,6 +20,11 @@ from daphne.ws_protocol import WebSocketProtocol
 from twisted.internet import defer
 
 SHUTDOWN_TIMEOUT = 8.0
+# After a server-initiated close frame, how long a client has to answer before the TCP connection is
+# aborted (RST). autobahn's default of 1 s is shorter than a busy or distant robot may need to read the
+# handshake reply, an error and the close: the RST then discards all of it unread, and a robot turned away
+# with 4429 only sees its connection die, without the retry_after it needs.
+CLOSE_HANDSHAKE_TIMEOUT = 5.0
 
 
 class FleetWebSocketProtocol(WebSocketProtocol):
@@ -43,7 +48,7 @@ class FleetServer(Server):
         self.ws_factory.protocol = FleetWebSocketProtocol
         # autobahn's server default drops the TCP connection on a protocol failure, so a robot
         # that sends a message over the size limit would see 1006; send the close frame (1009).
-        self.ws_factory.setProtocolOptions(failByDrop=False)
+        self.ws_factory.setProtocolOptions(failByDrop=False, closeHandshakeTimeout=CLOSE_HANDSHAKE_TIMEOUT)
         gc.collect()
         gc.freeze()
 
