@@ -189,14 +189,17 @@ async def test_a_robot_connecting_1000_times_in_10_s_is_turned_away_with_4429_af
         replies, code = [], None
         try:
             await ws.send('{"type": "ping"}')
+        except ConnectionClosed:
+            pass  # already turned away: what it was sent before the close is still there to read
+        try:
             while not replies or replies[-1]["type"] != "pong":
                 replies.append(json.loads(await asyncio.wait_for(ws.recv(), 5)))
             await ws.close()
         except ConnectionClosed as closed:
             code = closed.rcvd.code if closed.rcvd else None
         kinds = [reply.get("code", reply["type"]) for reply in replies]
-        if kinds == ["pong"]:
-            outcomes.append("admitted")
+        if kinds == ["pong"] or (kinds == [] and code == 4409):
+            outcomes.append("admitted")  # (and possibly replaced at once by the next admitted one)
         elif kinds == ["reconnecting_too_fast"] and replies[0]["retry_after"] > 0:
             outcomes.append(f"throttled {code}")
         else:
