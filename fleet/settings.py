@@ -164,7 +164,16 @@ CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
         "CONFIG": {
-            "hosts": [{"address": REDIS_URL, "max_connections": REDIS_MAX_CONNECTIONS}],
+            # socket_timeout must outlast channels-redis' 5 s blocking pop, or an idle
+            # receive() fails with a timeout (and a generic consumer closes with 1011).
+            "hosts": [
+                {
+                    "address": REDIS_URL,
+                    "max_connections": REDIS_MAX_CONNECTIONS,
+                    "socket_connect_timeout": REDIS_CONNECT_TIMEOUT,
+                    "socket_timeout": 10,
+                }
+            ],
             # Fan-out is coalesced to a few messages a second per process, so a modest
             # capacity is enough; expiry bounds what a vanished consumer leaves behind.
             "capacity": envint("CHANNELS_CAPACITY", "500", minimum=1),

@@ -103,7 +103,7 @@ async def _send_revoke(robot_ids: list[str]) -> None:
     layer = get_channel_layer()
     if layer is None:
         return
-    # channels-redis has no socket timeout of its own: a hung Redis must not hold an admin request.
+    # The channel layer's socket timeout (10 s) outlasts its blocking pops; an admin request must not wait that long.
     async with asyncio.timeout(REVOKE_SEND_TIMEOUT):
         for robot_id in robot_ids:
             await layer.group_send(robot_group(robot_id), {"type": "robot.revoke"})

@@ -175,3 +175,14 @@ async def test_an_aggregation_run_pushes_the_counters_it_changed(operator_token,
         }
     ]
     await communicator.disconnect()
+
+
+async def test_an_idle_dashboard_outlives_the_channel_layers_blocking_pop(operator_token):
+    # channels-redis blocks 5 s per receive; a shorter socket timeout used to close us with 1011.
+    communicator = dashboard(operator_token)
+    await communicator.connect()
+    await communicator.receive_json_from(timeout=3)  # snapshot
+    assert await communicator.receive_nothing(timeout=6.5)
+    await publish_frames(frame(1))
+    assert (await receive_until_sync(communicator)) == ([{"type": "telemetry", **frame(1)}], 1)
+    await communicator.disconnect()
