@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import redis
+from channels.layers import channel_layers
 
 from fleet.redis import get_client, reset_clients
 
@@ -16,6 +17,9 @@ def redis_client() -> redis.Redis:
     client.flushdb()
     yield client
     reset_clients()
+    # Each async test has its own event loop; channels-redis keeps loop-bound locks and pools
+    # in its layer object, so every test starts with a fresh one.
+    channel_layers.backends.clear()
 
 
 @pytest.fixture
