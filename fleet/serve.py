@@ -1,9 +1,11 @@
 """Run daphne with Fleet's defaults: `python -m fleet.serve [-b HOST] [-p PORT] [daphne options]`.
 
-It differs from plain `daphne fleet.asgi:application` in three ways:
-- WebSocket limits and timeouts come from settings (see DEFAULTS below);
+It differs from plain `daphne fleet.asgi:application` in four ways:
+- WebSocket limits and timeouts come from settings (see default_arguments below);
 - on SIGTERM/SIGINT, fleet.shutdown hooks run first, so robots get a clean 1001 and their
   `connection_closed` events are flushed, before daphne cancels what is left;
+- the app can close sockets with any code (1001, 1008, 1009 included), and a message over the
+  size limit gets a 1009 close frame instead of a dropped connection;
 - once listening, the start-up heap is frozen (gc.freeze), which cuts GC pauses from the tail.
 """
 
