@@ -4,8 +4,9 @@ It differs from plain `daphne fleet.asgi:application` in four ways:
 - WebSocket limits and timeouts come from settings (see default_arguments below);
 - on SIGTERM/SIGINT, fleet.shutdown hooks run first, so robots get a clean 1001 and their
   `connection_closed` events are flushed, before daphne cancels what is left;
-- the app can close sockets with any code (1001, 1008, 1009 included), and a message over the
-  size limit gets a 1009 close frame instead of a dropped connection;
+- the app can close sockets with any code (1001, 1008, 1009 included), a message over the size
+  limit gets a 1009 close frame instead of a dropped connection, and the limit applies only to
+  what clients send, not to what the server sends;
 - once listening, the start-up heap is frozen (gc.freeze), which cuts GC pauses from the tail.
 """
 
@@ -30,7 +31,16 @@ CLOSE_HANDSHAKE_TIMEOUT = 5.0
 
 
 class FleetWebSocketProtocol(WebSocketProtocol):
-    """daphne's protocol, able to send every close code a server may use, with its reason."""
+    """daphne's protocol, able to send every close code a server may use, and messages of any size."""
+
+    def sendMessage(self, payload, *args, **kwargs):
+        # The size limits bound what a client can make us buffer. autobahn applies them to what
+        # we send as well, which would break a dashboard's snapshot of a large fleet (> 64 KiB).
+        limit, self.maxMessagePayloadSize = self.maxMessagePayloadSize, 0
+        try:
+            return super().sendMessage(payload, *args, **kwargs)
+        finally:
+            self.maxMessagePayloadSize = limit
 
     def handle_reply(self, message):
         if message.get("type") != "websocket.close" or self.state == self.STATE_CONNECTING:

@@ -186,3 +186,24 @@ async def test_an_idle_dashboard_outlives_the_channel_layers_blocking_pop(operat
     await publish_frames(frame(1))
     assert (await receive_until_sync(communicator)) == ([{"type": "telemetry", **frame(1)}], 1)
     await communicator.disconnect()
+
+
+@pytest.mark.e2e
+def test_a_snapshot_larger_than_the_robots_message_limit_reaches_a_dashboard_through_daphne(operator_token, tmp_path):
+    from websockets.sync.client import connect
+
+    from telemetry.models import Robot
+    from tests.servers import ServerProcess
+
+    Robot.objects.bulk_create(Robot(robot_id=f"robot-{n:04d}", token_hash="-") for n in range(800))
+    server = ServerProcess.daphne(tmp_path)
+    try:
+        url = f"{server.ws_url}/api/telemetry/fleet/ws?token={operator_token}"
+        with connect(url, origin="http://127.0.0.1", max_size=None) as socket:
+            raw = socket.recv(timeout=10)
+        assert len(raw) > 65536
+        snapshot = json.loads(raw)
+        assert snapshot["type"] == "snapshot"
+        assert [robot["robot_id"] for robot in snapshot["robots"]] == [f"robot-{n:04d}" for n in range(800)]
+    finally:
+        server.stop()
