@@ -9,12 +9,23 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 from django.conf import settings
 from django.db import connection
 
 BASE_DIR = Path(settings.BASE_DIR)
+
+
+def wait_for(predicate: Callable[[], object], within: float, step: float = 0.1) -> object:
+    """Poll `predicate` until it returns something truthy or `within` seconds pass; its last value."""
+    deadline = time.monotonic() + within
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(step)
 
 
 def free_port() -> int:

@@ -16,7 +16,7 @@ from fleet.redis import get_client
 from telemetry import latest, presence
 from telemetry.models import Robot, RobotSession
 from telemetry.robots import create_robot
-from tests.servers import ServerProcess
+from tests.servers import ServerProcess, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -76,15 +76,6 @@ def stream_events(event_type: str, within: float = 5.0, count: int = 1) -> list[
         if len(payloads) >= count or time.monotonic() > deadline:
             return payloads
         time.sleep(0.05)
-
-
-def wait_for(predicate, within: float, step: float = 0.1):
-    deadline = time.monotonic() + within
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(step)
 
 
 async def test_the_handshake_is_refused_with_403_for_every_bad_credential(servers, robots):

@@ -7,9 +7,8 @@ import json
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
-from typing import TypeVar
 
 import psutil
 import redis
@@ -19,9 +18,9 @@ from websockets.exceptions import ConnectionClosed
 
 from telemetry.models import Robot
 from telemetry.tokens import hash_token, new_token
+from tests.servers import wait_for  # noqa: F401 (the reliability tests import it from here)
 
 GOOD = {"cpu_usage": 45.2, "memory_usage": 62.8, "network_latency_ms": 12.5, "battery_percentage": 78.0}
-T = TypeVar("T")
 
 
 def make_robots(count: int, prefix: str = "rel") -> dict[str, str]:
@@ -89,16 +88,6 @@ def stream_events(client: redis.Redis, event_type: str | None = None, after: str
 def last_event_id(client: redis.Redis) -> str:
     entries = client.xrevrange(settings.FLEET_EVENT_STREAM, count=1)
     return entries[0][0].decode() if entries else "0-0"
-
-
-def wait_for(predicate: Callable[[], T], within: float, step: float = 0.1) -> T:
-    """Poll `predicate` until it returns something truthy or `within` seconds pass; its last value."""
-    deadline = time.monotonic() + within
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(step)
 
 
 def http_get(url: str, timeout: float = 5.0, headers: dict | None = None) -> tuple[int, dict | str, float]:
