@@ -160,27 +160,33 @@ REDIS_CONNECT_TIMEOUT = envfloat("REDIS_CONNECT_TIMEOUT", "0.5")
 REDIS_SOCKET_TIMEOUT = envfloat("REDIS_SOCKET_TIMEOUT", "0.5")
 REDIS_MAX_CONNECTIONS = envint("REDIS_MAX_CONNECTIONS", "1000", minimum=1)
 
+# socket_timeout must outlast channels-redis' 5 s blocking pop, or an idle
+# receive() fails with a timeout (and a generic consumer closes with 1011).
+_CHANNELS_HOST = {
+    "address": REDIS_URL,
+    "max_connections": REDIS_MAX_CONNECTIONS,
+    "socket_connect_timeout": REDIS_CONNECT_TIMEOUT,
+    "socket_timeout": 10,
+}
 CHANNEL_LAYERS = {
+    # Robot sockets' own messages (robot.replace, robot.revoke): rare, and kept in Redis until read.
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
         "CONFIG": {
-            # socket_timeout must outlast channels-redis' 5 s blocking pop, or an idle
-            # receive() fails with a timeout (and a generic consumer closes with 1011).
-            "hosts": [
-                {
-                    "address": REDIS_URL,
-                    "max_connections": REDIS_MAX_CONNECTIONS,
-                    "socket_connect_timeout": REDIS_CONNECT_TIMEOUT,
-                    "socket_timeout": 10,
-                }
-            ],
-            # Fan-out is coalesced to a few messages a second per process, so a modest
-            # capacity is enough; expiry bounds what a vanished consumer leaves behind.
+            "hosts": [_CHANNELS_HOST],
             "capacity": envint("CHANNELS_CAPACITY", "500", minimum=1),
+            # expiry bounds what a vanished consumer leaves behind.
             "expiry": 60,
             # Consumers refresh their memberships well within this (see telemetry.connections).
             "group_expiry": 86400,
         },
+    },
+    # The dashboards' fan-out (telemetry.dashboard): Redis Pub/Sub. A process reads each message in
+    # one step, where the default layer needs four round trips in a row per message and falls behind
+    # when the event loop is saturated. Dashboards coalesce what they receive, so nothing piles up.
+    "fanout": {
+        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+        "CONFIG": {"hosts": [_CHANNELS_HOST]},
     },
 }
 

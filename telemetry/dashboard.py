@@ -1,15 +1,20 @@
 """The live fleet view: the dashboard WebSocket, its fan-out with backpressure, and the page.
 
 Robots' frames reach dashboards through one channel-layer group, "fleet.dashboard". Each daphne
-process's ingest flusher sends one coalesced "telemetry.batch" (and "presence.batch") per flush
-interval; the aggregation sends "counters.update" after each run. So the group carries a few
-messages a second per process, whatever the robot count.
+process's ingest flusher sends one coalesced "fleet.batch" (latest frames and presence changes)
+per flush interval; the aggregation sends "counters.update" after each run. So the group carries a
+few messages a second per process, whatever the robot count.
 
-Backpressure: a dashboard acknowledges each `sync` message it receives. A consumer never has
-more than MAX_UNACKED syncs outstanding; until the client catches up it keeps only the latest
-frame of each robot (counting what it replaced in telemetry_fanout_coalesced_total). Memory per
-dashboard is therefore bounded by the number of robots, and a dashboard that stops reading
-(acks nothing for TELEMETRY_DASHBOARD_STALL_TIMEOUT) is closed with 4008.
+The group lives on the "fanout" channel layer (Redis Pub/Sub, see settings.CHANNEL_LAYERS): a
+process takes each message off its subscription in one read, and the consumer's handlers only merge
+it into dicts, so nothing queues up in the process however busy it is.
+
+Backpressure: a dashboard acknowledges each `sync` message it receives. A consumer sends what
+arrives at once while fewer than MAX_UNACKED syncs are outstanding; otherwise, until the client
+catches up, it keeps only the latest frame of each robot (counting what it replaced in
+telemetry_fanout_coalesced_total). Memory per dashboard is therefore bounded by the number of
+robots, and a dashboard that stops reading (acks nothing for TELEMETRY_DASHBOARD_STALL_TIMEOUT) is
+closed with 4008.
 """
 
 from __future__ import annotations
@@ -39,11 +44,10 @@ from telemetry.models import Robot
 logger = logging.getLogger(__name__)
 
 GROUP = "fleet.dashboard"
-FLUSH_INTERVAL = 0.1
+FANOUT_LAYER = "fanout"  # settings.CHANNEL_LAYERS: Redis Pub/Sub
+WATCH_INTERVAL = 0.1  # how often a stalled dashboard is looked for
 MAX_UNACKED = 2
 CLOSE_STALLED = 4008
-# Well inside channels-redis' group_expiry (86400 s), so a long-lived dashboard never goes deaf.
-GROUP_REFRESH_INTERVAL = 3600.0
 COALESCED_KEY = "telemetry:fanout:coalesced_total"
 
 
@@ -89,6 +93,8 @@ async def build_snapshot() -> dict:
 
 
 class DashboardConsumer(AsyncJsonWebsocketConsumer):
+    channel_layer_alias = FANOUT_LAYER
+
     async def connect(self) -> None:
         user = self.scope.get("user")
         if not (user and user.is_authenticated and user.is_staff):
@@ -107,12 +113,12 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
         await self.channel_layer.group_add(GROUP, self.channel_name)
         await self.accept()
         await self.send_json(await build_snapshot())
-        self.flusher = asyncio.create_task(self._flush_forever())
+        self.watcher = asyncio.create_task(self._watch_forever())
 
     async def disconnect(self, code: int) -> None:
-        flusher = getattr(self, "flusher", None)
-        if flusher is not None:
-            flusher.cancel()
+        watcher = getattr(self, "watcher", None)
+        if watcher is not None:
+            watcher.cancel()
             await self._report_coalesced()
         await self.channel_layer.group_discard(GROUP, self.channel_name)
 
@@ -120,37 +126,39 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
         if isinstance(content, dict) and content.get("type") == "ack" and isinstance(content.get("sync"), int):
             self.sync_acked = max(self.sync_acked, min(content["sync"], self.sync_sent))
             self.waiting_since = None if self.sync_acked == self.sync_sent else time.monotonic()
+            await self._send_if_caught_up()
 
     # Group messages, named after their type.
-    async def telemetry_batch(self, event: dict) -> None:
+    async def fleet_batch(self, event: dict) -> None:
+        pending = self.pending_frames
         for frame in event["frames"]:
-            if frame["robot_id"] in self.pending_frames:
+            if frame["robot_id"] in pending:
                 self.coalesced += 1
-            self.pending_frames[frame["robot_id"]] = frame
-
-    async def presence_batch(self, event: dict) -> None:
+            pending[frame["robot_id"]] = frame
         for robot in event["robots"]:
             self.pending_presence[robot["robot_id"]] = robot
+        await self._send_if_caught_up()
 
     async def counters_update(self, event: dict) -> None:
         self.pending_counters = event["counters"]
+        await self._send_if_caught_up()
 
-    async def _flush_forever(self) -> None:
-        refreshed_at = time.monotonic()
-        while True:
-            await asyncio.sleep(FLUSH_INTERVAL)
-            now = time.monotonic()
-            if now - refreshed_at > GROUP_REFRESH_INTERVAL:
-                await self.channel_layer.group_add(GROUP, self.channel_name)
-                refreshed_at = now
-            if self.sync_sent - self.sync_acked >= MAX_UNACKED:
-                if now - self.waiting_since > settings.TELEMETRY_DASHBOARD_STALL_TIMEOUT:
-                    await self.close(code=CLOSE_STALLED)
-                    return
-                continue
+    async def _send_if_caught_up(self) -> None:
+        """Send what is pending at once, unless MAX_UNACKED syncs await their ack (then keep coalescing)."""
+        if self.sync_sent - self.sync_acked < MAX_UNACKED:
             await self._send_pending()
-            if self.coalesced >= 1000:
-                await self._report_coalesced()
+        if self.coalesced >= 1000:
+            await self._report_coalesced()
+
+    async def _watch_forever(self) -> None:
+        """Close a dashboard that stopped acknowledging."""
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL)
+            now = time.monotonic()
+            stalled = self.sync_sent - self.sync_acked >= MAX_UNACKED
+            if stalled and now - self.waiting_since > settings.TELEMETRY_DASHBOARD_STALL_TIMEOUT:
+                await self.close(code=CLOSE_STALLED)
+                return
 
     async def _send_pending(self) -> None:
         if not (self.pending_frames or self.pending_presence or self.pending_counters is not None):
@@ -186,7 +194,8 @@ def push_changed_counters(sender, run_id: str, **kwargs) -> None:
     if not counters:
         return
     try:
-        async_to_sync(get_channel_layer().group_send)(GROUP, {"type": "counters.update", "counters": counters})
+        message = {"type": "counters.update", "counters": counters}
+        async_to_sync(get_channel_layer(FANOUT_LAYER).group_send)(GROUP, message)
     except Exception as exc:  # dashboards catch up on their next snapshot; the job must not fail
         logger.warning("could not push counters to dashboards: %s", exc)
 

@@ -4,8 +4,8 @@ Per frame the consumer only validates, acks and calls `accept_frame`, which upda
 Flusher (plain dicts, no I/O). The process loop (telemetry.connections) calls the Flusher:
 - every TELEMETRY_FLUSH_INTERVAL, `flush()`: one Redis pipeline with the changed robots' latest values,
   their last-frame times (reporting), the frame counters and the lease changes; then one channel-layer
-  message to the dashboards with the latest frame of each changed robot (coalesced), and one with the
-  presence changes, if any;
+  message ("fleet.batch") to the dashboards with the latest frame of each changed robot (coalesced)
+  and the presence changes;
 - about once a second, `start_db_flush()`: in a worker thread, one transaction that inserts the history
   samples and the new sessions, closes ended sessions and stamps `last_seen_at`.
 
@@ -32,6 +32,8 @@ from django.db import OperationalError, transaction
 
 from fleet.redis import get_async_client
 from telemetry import latest, presence
+from telemetry.dashboard import FANOUT_LAYER
+from telemetry.dashboard import GROUP as DASHBOARD_GROUP
 from telemetry.frames import Batch, Telemetry
 from telemetry.models import Robot, RobotSession, TelemetrySample
 from telemetry.signals import metrics_published
@@ -39,7 +41,6 @@ from telemetry.signals import metrics_published
 logger = logging.getLogger(__name__)
 
 FRAMES_KEY = "telemetry:frames"  # hash: accepted, rejected (fleet-wide totals for Prometheus)
-DASHBOARD_GROUP = "fleet.dashboard"
 DB_FLUSH_INTERVAL = 1.0
 # While the database is unreachable, keep at most this many samples; beyond it, drop the oldest.
 MAX_PENDING_SAMPLES = 100_000
@@ -184,27 +185,27 @@ class Flusher:
         return latest.encode(frame.metrics, frame.reported_at, frame.seq)
 
     async def _fan_out(self, changed: set[str], robots: list[str], scores: list | None) -> None:
-        layer = get_channel_layer()
-        if layer is None:
+        """One channel-layer message per flush: each changed robot's latest frame and the presence changes.
+
+        One message, not one per kind: a process receives channel-layer messages one Redis round trip
+        at a time, so every extra message per flush adds to the dashboards' lag under load.
+        """
+        layer = get_channel_layer(FANOUT_LAYER)
+        if layer is None or not (changed or scores is not None):
             return
-        messages = []
-        if changed:
-            frames = [
-                {
-                    "robot_id": robot_id,
-                    "seq": self.latest[robot_id].seq,
-                    "reported_at": self.latest[robot_id].reported_at,
-                    "metrics": self.latest[robot_id].metrics,
-                }
-                for robot_id in sorted(changed)
-            ]
-            messages.append({"type": "telemetry.batch", "frames": frames})
-        if scores is not None:
-            states = presence._states(robots, scores[0], scores[1], time.time())
-            messages.append({"type": "presence.batch", "robots": [{"robot_id": r, **states[r]} for r in robots]})
+        frames = [
+            {
+                "robot_id": robot_id,
+                "seq": self.latest[robot_id].seq,
+                "reported_at": self.latest[robot_id].reported_at,
+                "metrics": self.latest[robot_id].metrics,
+            }
+            for robot_id in sorted(changed)
+        ]
+        states = presence._states(robots, scores[0], scores[1], time.time()) if scores is not None else {}
+        message = {"type": "fleet.batch", "frames": frames, "robots": [{"robot_id": r, **states[r]} for r in robots]}
         try:
-            for message in messages:
-                await layer.group_send(DASHBOARD_GROUP, message)
+            await layer.group_send(DASHBOARD_GROUP, message)
         except Exception as exc:  # the channel layer raises its own and redis' errors
             if not self._fanout_failing:
                 self._fanout_failing = True

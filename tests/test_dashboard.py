@@ -13,7 +13,7 @@ from django.test import override_settings
 from rest_framework.authtoken.models import Token
 
 from fleet.asgi import application
-from telemetry.dashboard import COALESCED_KEY, GROUP
+from telemetry.dashboard import COALESCED_KEY, FANOUT_LAYER, GROUP
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -35,7 +35,8 @@ def frame(seq: int, robot_id: str = "r2d2") -> dict:
 
 
 async def publish_frames(*frames: dict) -> None:
-    await get_channel_layer().group_send(GROUP, {"type": "telemetry.batch", "frames": list(frames)})
+    message = {"type": "fleet.batch", "frames": list(frames), "robots": []}
+    await get_channel_layer(FANOUT_LAYER).group_send(GROUP, message)
 
 
 async def receive_until_sync(communicator: WebsocketCommunicator) -> tuple[list[dict], int]:
@@ -79,11 +80,12 @@ async def test_frames_presence_and_counters_reach_the_dashboard(operator_token):
     await communicator.receive_json_from(timeout=3)  # snapshot
 
     await publish_frames(frame(1), frame(7, "c3po"))
-    await get_channel_layer().group_send(
-        GROUP, {"type": "presence.batch", "robots": [{"robot_id": "c3po", "connected": False, "reporting": False}]}
+    await get_channel_layer(FANOUT_LAYER).group_send(
+        GROUP,
+        {"type": "fleet.batch", "frames": [], "robots": [{"robot_id": "c3po", "connected": False, "reporting": False}]},
     )
     counters = [{"name": "mission_status_total", "labels": {"status": "completed"}, "value": 42}]
-    await get_channel_layer().group_send(GROUP, {"type": "counters.update", "counters": counters})
+    await get_channel_layer(FANOUT_LAYER).group_send(GROUP, {"type": "counters.update", "counters": counters})
 
     messages = []
     while len(messages) < 4:

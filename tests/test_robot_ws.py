@@ -14,6 +14,7 @@ from channels.testing import WebsocketCommunicator
 from fleet.redis import get_client
 from telemetry import latest, presence, signals
 from telemetry.connections import get_registry
+from telemetry.dashboard import FANOUT_LAYER, GROUP
 from telemetry.ingest import frame_totals
 from telemetry.models import Robot, RobotSession, TelemetrySample
 from telemetry.routing import websocket_urlpatterns
@@ -451,29 +452,30 @@ async def test_it_closes_every_socket_with_1001_on_shutdown(r2d2, events, regist
 
 
 async def test_it_fans_out_the_latest_frame_per_robot_once_per_interval(r2d2, registry, settings):
-    layer = get_channel_layer()
+    layer = get_channel_layer(FANOUT_LAYER)
     channel = await layer.new_channel()
-    await layer.group_add("fleet.dashboard", channel)
+    await layer.group_add(GROUP, channel)
     socket = await connected(r2d2)
-    presence_batch = await asyncio.wait_for(layer.receive(channel), 5)
-    assert presence_batch == {
-        "type": "presence.batch",
+    assert await asyncio.wait_for(layer.receive(channel), 5) == {
+        "type": "fleet.batch",
+        "frames": [],
         "robots": [{"robot_id": "r2d2", "connected": True, "reporting": False}],
     }
     settings.TELEMETRY_FLUSH_INTERVAL = 0.3
     await asyncio.sleep(0.3)
     for seq in range(3):
         await send(socket, telemetry(seq, cpu_usage=seq, ts=time.time() - 1000))
-    messages = [await asyncio.wait_for(layer.receive(channel), 5) for _ in range(2)]
-    telemetry_batch = next(m for m in messages if m["type"] == "telemetry.batch")
-    assert telemetry_batch["frames"] == [
-        {
-            "robot_id": "r2d2",
-            "seq": 2,
-            "reported_at": pytest.approx(time.time() - 1000, abs=5),
-            "metrics": {**GOOD, "cpu_usage": 2.0},
-        }
-    ]
-    presence_change = next(m for m in messages if m["type"] == "presence.batch")
-    assert presence_change["robots"] == [{"robot_id": "r2d2", "connected": True, "reporting": True}]
+    # One message for the interval: the latest of the three frames, and the robot now reporting.
+    assert await asyncio.wait_for(layer.receive(channel), 5) == {
+        "type": "fleet.batch",
+        "frames": [
+            {
+                "robot_id": "r2d2",
+                "seq": 2,
+                "reported_at": pytest.approx(time.time() - 1000, abs=5),
+                "metrics": {**GOOD, "cpu_usage": 2.0},
+            }
+        ],
+        "robots": [{"robot_id": "r2d2", "connected": True, "reporting": True}],
+    }
     await socket.disconnect()

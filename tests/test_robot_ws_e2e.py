@@ -14,6 +14,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from fleet.redis import get_client
 from telemetry import latest, presence
+from telemetry.dashboard import FANOUT_LAYER, GROUP
 from telemetry.models import Robot, RobotSession
 from telemetry.robots import create_robot
 from tests.servers import ServerProcess, wait_for
@@ -175,9 +176,9 @@ async def test_presence_spans_processes_and_a_killed_process_leases_expire(serve
             assert counts == {"active_connections": 2, "robots_connected": 2, "robots_reporting": 2}
             assert latest.latest_metrics("r2d2")["seq"] == 1
 
-            layer = get_channel_layer()
+            layer = get_channel_layer(FANOUT_LAYER)
             dashboard = await layer.new_channel()
-            await layer.group_add("fleet.dashboard", dashboard)
+            await layer.group_add(GROUP, dashboard)
             doomed.signal(signal.SIGKILL)
             killed_at = time.monotonic()
             gone = await asyncio.to_thread(
@@ -192,7 +193,7 @@ async def test_presence_spans_processes_and_a_killed_process_leases_expire(serve
             announced = None
             while announced is None:
                 message = await asyncio.wait_for(layer.receive(dashboard), 5)
-                if message["type"] == "presence.batch":
+                if message["type"] == "fleet.batch":
                     announced = [robot for robot in message["robots"] if robot["robot_id"] == "r2d2"] or None
             assert announced == [{"robot_id": "r2d2", "connected": False, "reporting": True}]
             # The survivor's lease keeps being refreshed past the TTL.
