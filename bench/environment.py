@@ -70,6 +70,12 @@ class Process:
 
         return psutil.Process(self.pid).memory_info().rss
 
+    def cpu_seconds(self) -> float:
+        import psutil
+
+        times = psutil.Process(self.pid).cpu_times()
+        return times.user + times.system
+
     def output(self) -> str:
         return self.log.read_text(errors="replace")[-4000:]
 
