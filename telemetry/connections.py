@@ -76,18 +76,25 @@ class Registry:
         task.add_done_callback(self.background.discard)
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_tick = loop.time()
         next_slow = 0.0
         while True:
             try:
-                await asyncio.sleep(settings.TELEMETRY_FLUSH_INTERVAL)
-                now = asyncio.get_running_loop().time()
-                if now >= next_slow:
-                    next_slow = now + self._slow_tick()
-                    self._maintain(now)
-                    await self.flusher.sweep()
+                # Ticks at a fixed rate, whatever a flush takes: a frame waits one interval at most
+                # for its flush, not an interval plus the previous flush's round trips.
+                interval = settings.TELEMETRY_FLUSH_INTERVAL
+                next_tick = max(next_tick + interval, loop.time())
+                await asyncio.sleep(next_tick - loop.time())
+                now = loop.time()
                 if self.flusher.urgent_db():
                     self.flusher.start_db_flush(now)
                 await self.flusher.flush()
+                if now >= next_slow:
+                    # After the flush, so the sweep's round trip never delays the frames' fan-out.
+                    next_slow = now + self._slow_tick()
+                    self._maintain(now)
+                    await self.flusher.sweep()
             except asyncio.CancelledError:
                 raise
             except Exception:
