@@ -187,8 +187,8 @@ class Flusher:
     async def _fan_out(self, changed: set[str], robots: list[str], scores: list | None) -> None:
         """One channel-layer message per flush: each changed robot's latest frame and the presence changes.
 
-        One message, not one per kind: a process receives channel-layer messages one Redis round trip
-        at a time, so every extra message per flush adds to the dashboards' lag under load.
+        One message, not one per kind: every message costs each process with dashboards a receive
+        and a dispatch, so per flush the fan-out costs the same whatever changed.
         """
         layer = get_channel_layer(FANOUT_LAYER)
         if layer is None or not (changed or scores is not None):
