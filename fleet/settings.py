@@ -130,12 +130,15 @@ TEMPLATES = [
 # --- Database ---------------------------------------------------------------------------------
 _database_url = os.environ.get("DATABASE_URL", f"sqlite:///{VAR_DIR / 'fleet.sqlite3'}")
 try:
-    DATABASES = {"default": dj_database_url.parse(_database_url, conn_max_age=60, conn_health_checks=True)}
+    # No persistent connections: under ASGI, Django runs each request's sync code in a thread of its
+    # own, so a kept connection outlives its thread and is only closed when the garbage collector
+    # finds it; under load PostgreSQL runs out of connections ("too many clients"). Django's advice
+    # for ASGI is the same; put PgBouncer in front when connection set-up matters.
+    DATABASES = {"default": dj_database_url.parse(_database_url, conn_max_age=0)}
 except Exception as exc:
     raise ImproperlyConfigured(f"DATABASE_URL is not a database URL dj-database-url understands: {exc}") from None
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # SQLite is shared by daphne, qcluster and tests' server processes: wait for locks, don't fail.
-    DATABASES["default"]["CONN_MAX_AGE"] = 0
     # IMMEDIATE: a transaction takes the write lock when it begins, so concurrent writers queue
     # up instead of failing on lock upgrade, and read-modify-write (the aggregation cursor) is
     # serialised the way SELECT ... FOR UPDATE serialises it on PostgreSQL.
