@@ -18,7 +18,6 @@ from websockets.exceptions import ConnectionClosed
 
 from telemetry.models import Robot
 from telemetry.tokens import hash_token, new_token
-from tests.servers import wait_for  # noqa: F401 (the reliability tests import it from here)
 
 GOOD = {"cpu_usage": 45.2, "memory_usage": 62.8, "network_latency_ms": 12.5, "battery_percentage": 78.0}
 

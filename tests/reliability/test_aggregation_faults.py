@@ -14,8 +14,7 @@ from django_q.tasks import async_task
 
 from metrics.counters import get_value
 from metrics.models import Counter, CounterSnapshot, StreamCursor
-from tests.reliability.fleet import wait_for
-from tests.servers import BASE_DIR, ServerProcess, child_env
+from tests.servers import BASE_DIR, ServerProcess, child_env, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

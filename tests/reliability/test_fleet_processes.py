@@ -26,9 +26,8 @@ from tests.reliability.fleet import (
     open_robot,
     round_trip,
     stream_events,
-    wait_for,
 )
-from tests.servers import ServerProcess, child_env
+from tests.servers import ServerProcess, child_env, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

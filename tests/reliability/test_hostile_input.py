@@ -30,9 +30,8 @@ from tests.reliability.fleet import (
     rss_mb,
     stream_events,
     telemetry,
-    wait_for,
 )
-from tests.servers import BASE_DIR, ServerProcess
+from tests.servers import BASE_DIR, ServerProcess, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -24,9 +24,8 @@ from tests.reliability.fleet import (
     open_robot,
     stream_events,
     telemetry,
-    wait_for,
 )
-from tests.servers import ServerProcess
+from tests.servers import ServerProcess, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
