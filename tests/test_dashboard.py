@@ -34,9 +34,13 @@ def frame(seq: int, robot_id: str = "r2d2") -> dict:
     return {"robot_id": robot_id, "seq": seq, "reported_at": 1703003456.0 + seq, "metrics": METRICS}
 
 
-async def publish_frames(*frames: dict) -> None:
-    message = {"type": "fleet.batch", "frames": list(frames), "robots": []}
+async def publish(message: dict) -> None:
+    """Send to every dashboard, as the ingest flusher and the aggregation do."""
     await get_channel_layer(FANOUT_LAYER).group_send(GROUP, message)
+
+
+async def publish_frames(*frames: dict) -> None:
+    await publish({"type": "fleet.batch", "frames": list(frames), "robots": []})
 
 
 async def receive_until_sync(communicator: WebsocketCommunicator) -> tuple[list[dict], int]:
@@ -80,12 +84,11 @@ async def test_frames_presence_and_counters_reach_the_dashboard(operator_token):
     await communicator.receive_json_from(timeout=3)  # snapshot
 
     await publish_frames(frame(1), frame(7, "c3po"))
-    await get_channel_layer(FANOUT_LAYER).group_send(
-        GROUP,
-        {"type": "fleet.batch", "frames": [], "robots": [{"robot_id": "c3po", "connected": False, "reporting": False}]},
+    await publish(
+        {"type": "fleet.batch", "frames": [], "robots": [{"robot_id": "c3po", "connected": False, "reporting": False}]}
     )
     counters = [{"name": "mission_status_total", "labels": {"status": "completed"}, "value": 42}]
-    await get_channel_layer(FANOUT_LAYER).group_send(GROUP, {"type": "counters.update", "counters": counters})
+    await publish({"type": "counters.update", "counters": counters})
 
     messages = []
     while len(messages) < 4:
