@@ -32,6 +32,7 @@ from twisted.internet import defer, reactor
 # and full collections become rare (and still bounded by the 25%-growth rule).
 GC_THRESHOLDS = (20_000, 20, 100)
 
+TIMEOUT_CHECK_PERIOD = 2.0  # daphne's
 TIMEOUT_CHECK_SLICES = 20
 SHUTDOWN_TIMEOUT = 8.0
 # After a server-initiated close frame, how long a client has to answer before the TCP connection is
@@ -71,7 +72,7 @@ class FleetServer(Server):
         self._checked = 0
 
     def timeout_checker(self):
-        """daphne's timeout and keep-alive check, spread over its 2 s period in TIMEOUT_CHECK_SLICES steps.
+        """daphne's timeout and keep-alive check, spread over its period in TIMEOUT_CHECK_SLICES steps.
 
         daphne checks every connection at once every 2 s: with 10,000 robots connected that is one
         stall of about 90 ms, which every socket's next frame waits for.
@@ -83,7 +84,7 @@ class FleetServer(Server):
             if protocol in self.connections:  # not closed since the list was taken
                 protocol.check_timeouts()
         self._checked = end
-        reactor.callLater(2 / TIMEOUT_CHECK_SLICES, self.timeout_checker)
+        reactor.callLater(TIMEOUT_CHECK_PERIOD / TIMEOUT_CHECK_SLICES, self.timeout_checker)
 
     def listen_success(self, port):
         super().listen_success(port)
