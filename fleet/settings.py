@@ -163,20 +163,22 @@ REDIS_CONNECT_TIMEOUT = envfloat("REDIS_CONNECT_TIMEOUT", "0.5")
 REDIS_SOCKET_TIMEOUT = envfloat("REDIS_SOCKET_TIMEOUT", "0.5")
 REDIS_MAX_CONNECTIONS = envint("REDIS_MAX_CONNECTIONS", "1000", minimum=1)
 
-# socket_timeout must outlast channels-redis' 5 s blocking pop, or an idle
-# receive() fails with a timeout (and a generic consumer closes with 1011).
 _CHANNELS_HOST = {
     "address": REDIS_URL,
     "max_connections": REDIS_MAX_CONNECTIONS,
     "socket_connect_timeout": REDIS_CONNECT_TIMEOUT,
-    "socket_timeout": 10,
 }
 CHANNEL_LAYERS = {
     # Robot sockets' own messages (robot.replace, robot.revoke): rare, and kept in Redis until read.
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
         "CONFIG": {
-            "hosts": [_CHANNELS_HOST],
+            # No socket timeout (redis-py's default is 5 s). With one, redis-py sends each command
+            # through asyncio.wait_for, which on Python 3.11 loses a cancellation that lands as the send
+            # completes; channels-redis' receive() then pops on forever and its consumer never ends.
+            # The blocking pops wait 5 s on the server; callers that must not wait on a hung Redis
+            # bound their own calls.
+            "hosts": [{**_CHANNELS_HOST, "socket_timeout": None}],
             "capacity": envint("CHANNELS_CAPACITY", "500", minimum=1),
             # expiry bounds what a vanished consumer leaves behind.
             "expiry": 60,
@@ -189,7 +191,9 @@ CHANNEL_LAYERS = {
     # when the event loop is saturated. Dashboards coalesce what they receive, so nothing piles up.
     "fanout": {
         "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-        "CONFIG": {"hosts": [_CHANNELS_HOST]},
+        # Its receive() reads a local queue, which a cancellation always ends, so it keeps a socket
+        # timeout: the flusher's publish to a hung Redis gives up after 10 s.
+        "CONFIG": {"hosts": [{**_CHANNELS_HOST, "socket_timeout": 10}]},
     },
 }
 

@@ -20,7 +20,6 @@ import secrets
 import time
 from urllib.parse import parse_qs
 
-import redis
 from channels.consumer import AsyncConsumer
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
@@ -205,9 +204,6 @@ class RobotConsumer(AsyncConsumer):
                 message = await self.channel_layer.receive(self.channel_name)
             except asyncio.CancelledError:
                 raise
-            except redis.TimeoutError:
-                # channels-redis' 5 s blocking pop can race a 5 s socket timeout: harmless, go again.
-                continue
             except Exception as exc:
                 _warn_sometimes("channel layer receive failed (%s); retrying every second", exc)
                 await asyncio.sleep(1.0)

@@ -103,7 +103,7 @@ async def _send_revoke(robot_ids: list[str]) -> None:
     layer = get_channel_layer()
     if layer is None:
         return
-    # The channel layer's socket timeout (10 s) outlasts its blocking pops; an admin request must not wait that long.
+    # The layer has no socket timeout (see settings.CHANNEL_LAYERS): an admin request must not wait on a hung Redis.
     async with asyncio.timeout(REVOKE_SEND_TIMEOUT):
         for robot_id in robot_ids:
             await layer.group_send(robot_group(robot_id), {"type": "robot.revoke"})
