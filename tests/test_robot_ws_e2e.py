@@ -8,6 +8,7 @@ import signal
 import time
 
 import pytest
+from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -81,7 +82,7 @@ def stream_events(event_type: str, within: float = 5.0, count: int = 1) -> list[
 
 async def test_the_handshake_is_refused_with_403_for_every_bad_credential(servers, robots):
     server = servers[0]
-    await asyncio.to_thread(Robot.objects.create, robot_id="retired", token_hash="0" * 64, is_active=False)
+    await database_sync_to_async(Robot.objects.create)(robot_id="retired", token_hash="0" * 64, is_active=False)
     cases = [
         ("r2d2", None, ""),
         ("r2d2", "wrong-token", ""),
@@ -98,7 +99,7 @@ async def test_the_handshake_is_refused_with_403_for_every_bad_credential(server
             async with robot_socket(server, robot_id, token, query):
                 pass
         assert refused.value.response.status_code == 403, robot_id
-    assert await asyncio.to_thread(RobotSession.objects.count) == 0
+    assert await database_sync_to_async(RobotSession.objects.count)() == 0
     assert get_client().keys("telemetry:*") == []
     assert stream_events("telemetry.connection_established", within=0.5) == []
     assert "wrong-token" not in server.output()
@@ -218,9 +219,9 @@ async def test_sigterm_closes_every_robot_with_1001_and_flushes_their_sessions(r
         assert await asyncio.to_thread(server.wait, 15) == 0
     finally:
         server.stop()
-    sessions = await asyncio.to_thread(
+    sessions = await database_sync_to_async(
         lambda: sorted(RobotSession.objects.values_list("robot__robot_id", "reason", "close_code", "frames_accepted"))
-    )
+    )()
     assert sessions == [("bb8", "server_shutdown", 1001, 1), ("r2d2", "server_shutdown", 1001, 1)]
     assert presence.fleet_counts() == {"active_connections": 0, "robots_connected": 0, "robots_reporting": 2}
     assert latest.latest_metrics("bb8")["seq"] == 1

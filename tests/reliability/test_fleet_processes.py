@@ -9,6 +9,7 @@ import sys
 import time
 
 import pytest
+from channels.db import database_sync_to_async
 from django.conf import settings
 from django_q.tasks import async_task
 from rest_framework.authtoken.models import Token
@@ -68,10 +69,10 @@ def fleet_counts() -> dict[str, int]:
 
 
 async def test_two_daphnes_and_a_qcluster_serve_one_fleet_through_a_kill_and_a_stop(tmp_path, operator):
-    tokens = await asyncio.to_thread(make_robots, 2 * PER_PROCESS)
+    tokens = await database_sync_to_async(make_robots)(2 * PER_PROCESS)
     on_a = dict(list(tokens.items())[:PER_PROCESS])
     on_b = dict(list(tokens.items())[PER_PROCESS:])
-    api_token = (await asyncio.to_thread(Token.objects.create, user=operator)).key
+    api_token = (await database_sync_to_async(Token.objects.create)(user=operator)).key
     a, b = await asyncio.gather(
         asyncio.to_thread(ServerProcess.daphne, tmp_path, **ENV),
         asyncio.to_thread(ServerProcess.daphne, tmp_path, **ENV),

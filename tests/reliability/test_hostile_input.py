@@ -10,6 +10,7 @@ import sys
 import time
 
 import pytest
+from channels.db import database_sync_to_async
 from rest_framework.authtoken.models import Token
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -93,7 +94,7 @@ HOSTILE_MESSAGES = [
 
 
 async def test_hostile_frames_get_their_exact_error_oversize_ones_1009_and_nothing_is_stored(daphne):
-    tokens = await asyncio.to_thread(robots, 1, "frames")
+    tokens = await database_sync_to_async(robots)(1, "frames")
     robot_id, token = next(iter(tokens.items()))
     rss_before = rss_mb(daphne.process.pid)
     async with await open_robot(daphne.ws_url, robot_id, token) as ws:
@@ -125,7 +126,7 @@ async def test_hostile_frames_get_their_exact_error_oversize_ones_1009_and_nothi
             assert await close_code(ws) == 1009, name
 
     await asyncio.sleep(1.5)  # past a database flush
-    assert await asyncio.to_thread(TelemetrySample.objects.count) == 0
+    assert await database_sync_to_async(TelemetrySample.objects.count)() == 0
     assert latest.latest_metrics(robot_id) is None
     rejected = wait_for(lambda: int(get_client().hget(FRAMES_KEY, "rejected") or 0) >= len(HOSTILE_MESSAGES) + 10, 3)
     assert rejected and int(get_client().hget(FRAMES_KEY, "accepted") or 0) == 0
@@ -135,10 +136,10 @@ async def test_hostile_frames_get_their_exact_error_oversize_ones_1009_and_nothi
 
 
 async def test_bad_robot_ids_credentials_and_origins_are_refused_with_403_and_leave_no_trace(daphne, operator):
-    tokens = await asyncio.to_thread(robots, 3, "creds")
+    tokens = await database_sync_to_async(robots)(3, "creds")
     (mine, token), (other, other_token), (revoked, revoked_token) = tokens.items()
-    await asyncio.to_thread(revoke_robot, revoked)
-    api_token = (await asyncio.to_thread(Token.objects.create, user=operator)).key
+    await database_sync_to_async(revoke_robot)(revoked)
+    api_token = (await database_sync_to_async(Token.objects.create)(user=operator)).key
     SECRETS.append(api_token)
     refused = [
         ("r%C3%B6b%C3%B6t", token, ""),  # unicode
@@ -173,13 +174,13 @@ async def test_bad_robot_ids_credentials_and_origins_are_refused_with_403_and_le
     async with connect(dashboard, additional_headers={"Origin": daphne.base_url}) as ws:
         assert json.loads(await ws.recv())["type"] == "snapshot"
 
-    assert await asyncio.to_thread(RobotSession.objects.count) == 0
+    assert await database_sync_to_async(RobotSession.objects.count)() == 0
     assert get_client().keys("telemetry:*") == []
     assert stream_events(get_client()) == []
 
 
 async def test_a_robot_connecting_1000_times_in_10_s_is_turned_away_with_4429_after_the_limit(daphne):
-    tokens = await asyncio.to_thread(robots, 1, "storm")
+    tokens = await database_sync_to_async(robots)(1, "storm")
     robot_id, token = next(iter(tokens.items()))
     outcomes: list[str] = []
 
@@ -218,7 +219,7 @@ async def test_a_robot_connecting_1000_times_in_10_s_is_turned_away_with_4429_af
 
 
 async def test_500_silent_sockets_are_closed_at_the_idle_timeout(daphne):
-    tokens = await asyncio.to_thread(robots, 500, "silent")
+    tokens = await database_sync_to_async(robots)(500, "silent")
     rss_before = rss_mb(daphne.process.pid)
     sockets = await open_many(daphne.ws_url, tokens)
     opened = time.monotonic()
@@ -237,7 +238,7 @@ async def test_500_silent_sockets_are_closed_at_the_idle_timeout(daphne):
 
 
 async def test_a_robot_flooding_1000_frames_a_second_is_rate_limited_and_others_keep_their_ack_latency(daphne):
-    tokens = await asyncio.to_thread(robots, 11, "flood")
+    tokens = await database_sync_to_async(robots)(11, "flood")
     flooder_id = next(iter(tokens))
     flooder_token = tokens.pop(flooder_id)
     sockets = await open_many(daphne.ws_url, tokens)
@@ -320,8 +321,8 @@ asyncio.run(main(sys.argv[1], sys.argv[2]))
 
 
 async def test_a_stalled_dashboard_neither_grows_daphne_nor_slows_robots(daphne, operator):
-    tokens = await asyncio.to_thread(robots, 100, "busy")
-    api_token = (await asyncio.to_thread(Token.objects.create, user=operator)).key
+    tokens = await database_sync_to_async(robots)(100, "busy")
+    api_token = (await database_sync_to_async(Token.objects.create)(user=operator)).key
     SECRETS.append(api_token)
     url = f"{daphne.ws_url}/api/telemetry/fleet/ws?token={api_token}"
     viewer = subprocess.Popen(  # noqa: ASYNC220 - started once, read with a timeout below
@@ -364,4 +365,4 @@ async def test_a_stalled_dashboard_neither_grows_daphne_nor_slows_robots(daphne,
             viewer.send_signal(signal.SIGCONT)
             viewer.kill()
             viewer.wait()
-    assert await asyncio.to_thread(Robot.objects.filter(robot_id__startswith="busy").count) == 100
+    assert await database_sync_to_async(Robot.objects.filter(robot_id__startswith="busy").count)() == 100

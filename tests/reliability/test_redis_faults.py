@@ -11,6 +11,7 @@ import json
 
 import pytest
 import redis
+from channels.db import database_sync_to_async
 
 from fleet.embedded_redis import EmbeddedRedis
 from fleet.events.stream import DROPPED_KEY
@@ -52,7 +53,7 @@ async def exchange(ws, seq: int, cpu: float, within: float) -> float:
 
 async def test_daphne_rides_out_a_hung_then_a_stopped_redis_without_a_restart(private_redis, tmp_path):
     client = redis.Redis(unix_socket_path=str(private_redis.socket), socket_timeout=5)
-    tokens = await asyncio.to_thread(make_robots, ROBOTS + 1)
+    tokens = await database_sync_to_async(make_robots)(ROBOTS + 1)
     late_id, late_token = tokens.popitem()
     server = await asyncio.to_thread(
         ServerProcess.daphne,
