@@ -45,6 +45,11 @@ def get_async_client() -> redis.asyncio.Redis:
     return client
 
 
+def new_async_client(**overrides) -> redis.asyncio.Redis:
+    """A private asyncio client, e.g. for a Pub/Sub subscription that waits without a socket timeout."""
+    return redis.asyncio.Redis.from_url(settings.REDIS_URL, **{**_options(), **overrides})
+
+
 def reset_clients() -> None:
     """Forget cached clients (after a fork, or when tests point REDIS_URL elsewhere)."""
     get_client.cache_clear()

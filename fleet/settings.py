@@ -130,13 +130,28 @@ TEMPLATES = [
 # --- Database ---------------------------------------------------------------------------------
 _database_url = os.environ.get("DATABASE_URL", f"sqlite:///{VAR_DIR / 'fleet.sqlite3'}")
 try:
-    # No persistent connections: under ASGI, Django runs each request's sync code in a thread of its
-    # own, so a kept connection outlives its thread and is only closed when the garbage collector
-    # finds it; under load PostgreSQL runs out of connections ("too many clients"). Django's advice
-    # for ASGI is the same; put PgBouncer in front when connection set-up matters.
-    DATABASES = {"default": dj_database_url.parse(_database_url, conn_max_age=0)}
+    DATABASES = {"default": dj_database_url.parse(_database_url)}
 except Exception as exc:
     raise ImproperlyConfigured(f"DATABASE_URL is not a database URL dj-database-url understands: {exc}") from None
+DATABASE_POOL_SIZE = envint("DATABASE_POOL_SIZE", "20", minimum=1)
+DATABASE_CONN_MAX_AGE = envint("DATABASE_CONN_MAX_AGE", "60")
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # Django's psycopg pool, not CONN_MAX_AGE: under ASGI each HTTP request's sync code runs in a
+    # thread of its own, so a kept connection would outlive its thread until the garbage collector
+    # found it, and PostgreSQL ran out of clients. A pooled connection goes back to the pool when
+    # its thread closes it, so threads come and go while the connections stay open.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": 2,
+        "max_size": DATABASE_POOL_SIZE,
+        "timeout": 10,
+    }
+else:
+    # SQLite: a connection is a file handle, so keeping one is cheap, and reusing it saves opening
+    # the file and running the PRAGMAs below on every use of the long-lived threads (the credential
+    # loader, the history writer). Health checks drop a connection that went bad.
+    DATABASES["default"]["CONN_MAX_AGE"] = DATABASE_CONN_MAX_AGE
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # SQLite is shared by daphne, qcluster and tests' server processes: wait for locks, don't fail.
     # IMMEDIATE: a transaction takes the write lock when it begins, so concurrent writers queue
@@ -323,6 +338,21 @@ TELEMETRY_PRESENCE_TTL = envfloat("TELEMETRY_PRESENCE_TTL", "60", minimum=0.5)
 TELEMETRY_STALE_AFTER = envfloat("TELEMETRY_STALE_AFTER", "30", minimum=0.1)
 TELEMETRY_FLUSH_INTERVAL = envfloat("TELEMETRY_FLUSH_INTERVAL", "0.05", minimum=0.001)
 TELEMETRY_DASHBOARD_STALL_TIMEOUT = envfloat("TELEMETRY_DASHBOARD_STALL_TIMEOUT", "30", minimum=0.1)
+TELEMETRY_SESSION_RETENTION_DAYS = envint(
+    "TELEMETRY_SESSION_RETENTION_DAYS", os.environ.get("TELEMETRY_RETENTION_DAYS", "30"), minimum=1
+)
+# The connection edge (docs/websocket.md, "Limits"): what one socket may make a process hold.
+TELEMETRY_MAX_UNSENT_BYTES = envint("TELEMETRY_MAX_UNSENT_BYTES", str(2**20), minimum=1024)
+TELEMETRY_MAX_PENDING_MESSAGES = envint("TELEMETRY_MAX_PENDING_MESSAGES", "64", minimum=1)
+TELEMETRY_FLOOD_FACTOR = envint("TELEMETRY_FLOOD_FACTOR", "5", minimum=1)
+TELEMETRY_FLOOD_SECONDS = envint("TELEMETRY_FLOOD_SECONDS", "5", minimum=1)
+TELEMETRY_BACKFILL_COMMIT_TIMEOUT = envfloat("TELEMETRY_BACKFILL_COMMIT_TIMEOUT", "10", minimum=0.1)
+# The per-process credential cache (telemetry.credentials).
+TELEMETRY_AUTH_CACHE_TTL = envfloat("TELEMETRY_AUTH_CACHE_TTL", "60", minimum=0.1)
+TELEMETRY_AUTH_CACHE_SIZE = envint("TELEMETRY_AUTH_CACHE_SIZE", "100000", minimum=1)
+TELEMETRY_AUTH_UNKNOWN_TTL = envfloat("TELEMETRY_AUTH_UNKNOWN_TTL", "10", minimum=0.1)
+TELEMETRY_AUTH_UNKNOWN_SIZE = envint("TELEMETRY_AUTH_UNKNOWN_SIZE", "10000", minimum=1)
+TELEMETRY_AUTH_RECHECK_INTERVAL = envfloat("TELEMETRY_AUTH_RECHECK_INTERVAL", "30", minimum=0.1)
 
 # --- Prometheus -------------------------------------------------------------------------------
 # Collectors that /metrics reads at scrape time, from the database or Redis, so that every

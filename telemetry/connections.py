@@ -16,12 +16,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import weakref
 from typing import Protocol
 
 from django.conf import settings
 
 from fleet import shutdown
+from fleet.loops import per_loop
 from telemetry.ingest import Flusher
 
 logger = logging.getLogger(__name__)
@@ -156,21 +156,13 @@ class Registry:
             task.cancel()
 
 
-_registries: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Registry] = weakref.WeakKeyDictionary()
-
-
-def get_registry() -> Registry:
-    """The registry of the running event loop (daphne has one; each test has its own)."""
-    loop = asyncio.get_running_loop()
-    registry = _registries.get(loop)
-    if registry is None:
-        registry = _registries[loop] = Registry()
-    return registry
+# The registry of the running event loop.
+get_registry = per_loop(Registry)
 
 
 async def close_all() -> None:
     """Shutdown hook: close every local robot socket with 1001 and flush what they leave behind."""
-    registry = _registries.get(asyncio.get_running_loop())
+    registry = get_registry.peek()
     if registry is not None:
         await registry.close_all()
 

@@ -10,6 +10,7 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
 
+from telemetry import credentials
 from telemetry.models import ROBOT_ID_PATTERN, Robot
 from telemetry.tokens import hash_token, new_token, token_matches
 
@@ -76,6 +77,7 @@ def revoke_robots(robot_ids: list[str]) -> int:
     """Deactivate robots and, once that has committed, close their live sessions (4403). Returns how many changed."""
     with transaction.atomic():
         changed = Robot.objects.filter(robot_id__in=robot_ids, is_active=True).update(is_active=False)
+        credentials.invalidate(robot_ids)
         # After commit: a consumer that checks the database on the message must see is_active=False.
         transaction.on_commit(lambda: close_live_sessions(robot_ids))
     return changed
@@ -107,3 +109,38 @@ async def _send_revoke(robot_ids: list[str]) -> None:
     async with asyncio.timeout(REVOKE_SEND_TIMEOUT):
         for robot_id in robot_ids:
             await layer.group_send(robot_group(robot_id), {"type": "robot.revoke"})
+
+
+# Rows per INSERT / UPDATE and ids per IN (...): within SQLite's bound on query parameters.
+BULK_BATCH = 500
+
+
+@transaction.atomic
+def create_robots(robot_ids: list[str], rotate: bool = False) -> tuple[list[tuple[str, str]], set[str]]:
+    """Provision many robots at once: [(robot_id, token)] in the given order, and the ids that were rotated.
+
+    All or nothing. Existing robots raise ValueError unless rotate=True, which issues them new tokens.
+    """
+    invalid = [robot_id for robot_id in robot_ids if not is_valid_robot_id(robot_id)]
+    if invalid:
+        raise ValueError(f"invalid robot_id(s): {', '.join(map(repr, invalid[:5]))}")
+    robot_ids = list(dict.fromkeys(robot_ids))
+    existing: dict[str, Robot] = {}
+    for start in range(0, len(robot_ids), BULK_BATCH):
+        chunk = Robot.objects.select_for_update().filter(robot_id__in=robot_ids[start : start + BULK_BATCH])
+        existing.update((robot.robot_id, robot) for robot in chunk)
+    if existing and not rotate:
+        raise ValueError(f"robot(s) already exist: {', '.join(sorted(existing)[:5])}")
+    tokens = {robot_id: new_token() for robot_id in robot_ids}
+    for robot_id, robot in existing.items():
+        robot.token_hash = hash_token(tokens[robot_id])
+    Robot.objects.bulk_update(list(existing.values()), ["token_hash"], batch_size=BULK_BATCH)
+    new = [
+        Robot(robot_id=robot_id, token_hash=hash_token(tokens[robot_id]))
+        for robot_id in robot_ids
+        if robot_id not in existing
+    ]
+    Robot.objects.bulk_create(new, batch_size=BULK_BATCH)
+    # No post_save for bulk writes: new ids may sit in a cache as unknown, rotated ones with their old hash.
+    credentials.invalidate(robot_ids)
+    return [(robot_id, tokens[robot_id]) for robot_id in robot_ids], set(existing)

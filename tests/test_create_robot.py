@@ -122,3 +122,79 @@ def test_it_runs_as_a_real_command_whose_last_line_is_the_token(transactional_db
     assert again.returncode == 1
     assert "CommandError: Robot 'c3po' already exists." in again.stderr
     assert again.stdout == ""
+
+
+def run_command(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "manage.py", "create_robot", *args],
+        cwd=BASE_DIR,
+        env=child_env(),
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_several_ids_print_csv_with_a_header_and_nothing_else():
+    out = StringIO()
+    call_command("create_robot", "r2d2", "bb8", stdout=out, stderr=StringIO())
+
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "robot_id,token"
+    rows = dict(line.split(",") for line in lines[1:])
+    assert list(rows) == ["r2d2", "bb8"]
+    for robot_id, token in rows.items():
+        assert authenticate(robot_id, token) == Robot.objects.get(robot_id=robot_id)
+
+
+def test_it_refuses_existing_robots_in_bulk_without_rotate_and_creates_none(r2d2):
+    with pytest.raises(CommandError) as error:
+        call_command("create_robot", "bb8", "r2d2", stdout=StringIO(), stderr=StringIO())
+
+    assert str(error.value) == ("Robot(s) already exist: r2d2. Nothing was created; use --rotate to issue new tokens.")
+    assert list(Robot.objects.values_list("robot_id", flat=True)) == ["r2d2"]
+
+
+def test_bulk_rotate_issues_new_tokens_to_existing_robots_and_creates_the_others(r2d2):
+    out = StringIO()
+    call_command("create_robot", "r2d2", "bb8", "--rotate", stdout=out, stderr=StringIO())
+
+    rows = dict(line.split(",") for line in out.getvalue().splitlines()[1:])
+    assert authenticate("r2d2", r2d2.token) is None
+    assert authenticate("r2d2", rows["r2d2"]).name == "Astromech"
+    assert authenticate("bb8", rows["bb8"]) is not None
+
+
+def test_it_names_the_malformed_ids_of_a_bulk_request_and_stores_nothing():
+    with pytest.raises(CommandError) as error:
+        call_command("create_robot", "r2d2", "a/b", "c d", stdout=StringIO())
+
+    assert str(error.value) == "Invalid robot_id 'a/b', 'c d': use 1-64 letters, digits, '_', '.' or '-'."
+    assert Robot.objects.count() == 0
+
+
+def test_it_provisions_10000_robots_from_a_file_as_csv(transactional_db, tmp_path):
+    ids = [f"unit-{n:05d}" for n in range(10_000)]
+    path = tmp_path / "fleet.txt"
+    path.write_text("# the north warehouse\n" + "\n".join(ids) + "\n\n")
+
+    result = run_command("--from-file", str(path))
+
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "robot_id,token"
+    assert [line.split(",")[0] for line in lines[1:]] == ids
+    assert result.stderr.strip().startswith("Created 10000 robot(s), rotated 0.")
+    assert Robot.objects.count() == 10_000
+    robot_id, token = lines[-1].split(",")
+    assert authenticate(robot_id, token) == Robot.objects.get(robot_id=robot_id)
+
+
+def test_csv_forces_the_table_for_one_robot_read_from_stdin(transactional_db):
+    result = run_command("--from-file", "-", "--csv", stdin="c3po\n")
+
+    assert result.returncode == 0, result.stderr
+    header, row = result.stdout.splitlines()
+    assert header == "robot_id,token"
+    assert row.startswith("c3po,")
