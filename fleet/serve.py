@@ -25,6 +25,8 @@ from daphne.server import Server
 from daphne.ws_protocol import WebSocketProtocol
 from twisted.internet import defer, reactor
 
+from fleet.socket_bounds import BoundedProtocol, ping_timings
+
 # CPython's defaults (700, 10, 10) run a young collection every 700 net allocations, so objects
 # that live a few hundred milliseconds (frames awaiting a flush, events awaiting the publisher)
 # get promoted, and the oldest generation fills and is scanned every few seconds under load: a
@@ -42,8 +44,8 @@ SHUTDOWN_TIMEOUT = 8.0
 CLOSE_HANDSHAKE_TIMEOUT = 5.0
 
 
-class FleetWebSocketProtocol(WebSocketProtocol):
-    """daphne's protocol, able to send every close code a server may use, and messages of any size."""
+class FleetWebSocketProtocol(BoundedProtocol, WebSocketProtocol):
+    """daphne's protocol, bounded (fleet.socket_bounds), able to send every close code and messages of any size."""
 
     def sendMessage(self, payload, *args, **kwargs):
         # The size limits bound what a client can make us buffer. autobahn applies them to what
@@ -92,7 +94,11 @@ class FleetServer(Server):
         self.ws_factory.protocol = FleetWebSocketProtocol
         # autobahn's server default drops the TCP connection on a protocol failure, so a robot
         # that sends a message over the size limit would see 1006; send the close frame (1009).
-        self.ws_factory.setProtocolOptions(failByDrop=False, closeHandshakeTimeout=CLOSE_HANDSHAKE_TIMEOUT)
+        # Only a pong answers a ping (fleet.socket_bounds): incoming data no longer cancels its timeout.
+        self.ws_factory.setProtocolOptions(
+            failByDrop=False, closeHandshakeTimeout=CLOSE_HANDSHAKE_TIMEOUT, autoPingRestartOnAnyTraffic=False
+        )
+        FleetWebSocketProtocol.configure()
         gc.collect()
         gc.freeze()
         gc.set_threshold(*GC_THRESHOLDS)
@@ -121,14 +127,16 @@ def default_arguments() -> list[str]:
     from django.conf import settings
 
     max_bytes = str(settings.TELEMETRY_MAX_MESSAGE_BYTES)
+    ping_interval, ping_timeout = ping_timings(settings.TELEMETRY_IDLE_TIMEOUT)
     return [
         # Robots stay connected for weeks: daphne's default (86400 s) would cut them all daily.
         "--websocket_timeout", "-1",
         # Never hold more than one message's worth per socket in memory; larger ones close 1009.
         "--websocket-max-message-size", max_bytes,
         "--websocket-max-frame-size", max_bytes,
-        "--ping-interval", "20",
-        "--ping-timeout", "30",
+        # A peer that answers no ping is dropped well within TELEMETRY_IDLE_TIMEOUT.
+        "--ping-interval", str(ping_interval),
+        "--ping-timeout", str(ping_timeout),
         "--application-close-timeout", "10",
     ]  # fmt: skip
 

@@ -6,7 +6,7 @@ housekeeping (PERF_NOTES: the generic machinery costs more than the work). Chann
 this socket (robot.replace, robot.revoke) arrive on one long-lived listener task.
 
 Close paths, each reported once with connection_closed (duration_seconds, close_code, reason):
-client_disconnect (the client's code), idle_timeout 4000, protocol_error 1008, too_large 1009,
+client_disconnect (the client's code), overloaded 1013, idle_timeout 4000, protocol_error 1008, too_large 1009,
 rate_limited 4429, replaced 4409, revoked 4403, server_shutdown 1001.
 """
 
@@ -33,6 +33,8 @@ from telemetry.robots import authenticate, is_valid_robot_id, robot_group
 from telemetry.signals import connection_closed, connection_established
 
 logger = logging.getLogger(__name__)
+# Closes that the server process makes below the app, reported to it as a disconnect with this code.
+DISCONNECT_REASONS = {1009: "too_large", 1013: "overloaded"}
 _warned_at = float("-inf")
 
 
@@ -87,8 +89,9 @@ class RobotConsumer(AsyncConsumer):
                         await self._on_bytes(message.get("bytes") or b"")
                 elif kind == "websocket.disconnect":
                     code = message.get("code")
-                    # daphne itself closes messages over --websocket-max-message-size with 1009.
-                    self._finish(code, "too_large" if code == 1009 else "client_disconnect")
+                    # daphne itself closes messages over --websocket-max-message-size with 1009, and
+                    # fleet.serve's protocol closes a socket that makes it hold too much with 1013.
+                    self._finish(code, DISCONNECT_REASONS.get(code, "client_disconnect"))
                     return
         finally:
             # Also reached when daphne cancels us: the close is still recorded (synchronously).
