@@ -361,5 +361,6 @@ METRICS_COLLECTORS = [
     "metrics.prometheus.CounterCollector",
     "fleet.events.prometheus.EventsCollector",
     "telemetry.prometheus.FleetCollector",
+    "telemetry.refusals.RefusalCollector",
     "telemetry.dashboard.FanoutCollector",
 ]

@@ -240,3 +240,14 @@ def mark_reporting(pipe, seen: dict[str, float]) -> None:
     """Queue on `pipe` the server times of robots' last accepted frames."""
     if seen:
         pipe.zadd(REPORTING, seen, gt=True)
+
+
+def live_connections(connection_ids: list[str], client: redis.Redis | None = None) -> set[str]:
+    """Those of `connection_ids` that hold a live lease. Raises redis.RedisError."""
+    if not connection_ids:
+        return set()
+    scores = (client or get_client()).zmscore(LEASES, connection_ids)
+    now = time.time()
+    return {
+        connection_id for connection_id, score in zip(connection_ids, scores, strict=True) if _connected(score, now)
+    }

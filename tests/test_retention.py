@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -9,8 +10,9 @@ from django.core.management import call_command
 from django.test import override_settings
 from django_q.models import Schedule
 
-from telemetry.models import TelemetrySample
-from telemetry.retention import SCHEDULE_NAME, ensure_schedule, prune_samples
+from telemetry import presence
+from telemetry.models import RobotSession, TelemetrySample
+from telemetry.retention import SCHEDULE_NAME, SESSIONS_SCHEDULE_NAME, ensure_schedule, prune_samples, prune_sessions
 
 pytestmark = pytest.mark.django_db
 
@@ -91,3 +93,41 @@ def test_the_scheduled_function_runs_by_its_dotted_path(r2d2):
     func = import_string(Schedule.objects.get(name=SCHEDULE_NAME).func)
 
     assert func() == 1
+
+
+def add_session(robot, connection_id: str, connected_age: timedelta, ended_age: timedelta | None) -> None:
+    RobotSession.objects.create(
+        robot=robot,
+        connection_id=connection_id,
+        connected_at=NOW - connected_age,
+        disconnected_at=None if ended_age is None else NOW - ended_age,
+    )
+
+
+def test_it_deletes_sessions_that_ended_before_the_session_retention(r2d2):
+    day = timedelta(days=1)
+    add_session(r2d2, "ended-long-ago", 41 * day, 40 * day)
+    add_session(r2d2, "ended-just-before", 31 * day, 30 * day + timedelta(seconds=1))
+    add_session(r2d2, "ended-recently", 35 * day, 29 * day)
+    add_session(r2d2, "open-and-new", day, None)
+
+    deleted = prune_sessions(now=NOW)
+
+    assert deleted == 2
+    assert sorted(RobotSession.objects.values_list("connection_id", flat=True)) == ["ended-recently", "open-and-new"]
+
+
+def test_an_old_unended_session_goes_unless_its_connection_is_still_live(r2d2, redis_client):
+    add_session(r2d2, "killed-with-its-process", timedelta(days=60), None)
+    add_session(r2d2, "connected-for-months", timedelta(days=60), None)
+    redis_client.zadd(presence.LEASES, {"connected-for-months": time.time() + 60})
+
+    assert prune_sessions(now=NOW) == 1
+    assert list(RobotSession.objects.values_list("connection_id", flat=True)) == ["connected-for-months"]
+
+
+def test_migrating_registers_the_daily_session_prune_too():
+    ensure_schedule()
+
+    schedule = Schedule.objects.get(name=SESSIONS_SCHEDULE_NAME)
+    assert (schedule.func, schedule.schedule_type) == ("telemetry.retention.prune_sessions", Schedule.DAILY)

@@ -1,0 +1,37 @@
+"""Inserting rows in bulk so that one bad row is logged and skipped instead of sinking all the others."""
+
+from __future__ import annotations
+
+import logging
+
+from django.db import DataError, IntegrityError, models, transaction
+
+logger = logging.getLogger(__name__)
+
+# What one row can cause. OperationalError (locked, unreachable) is not here: it is the whole
+# database's trouble, and the caller keeps the batch to retry it.
+ROW_ERRORS = (IntegrityError, DataError)
+
+
+def insert_rows(model: type[models.Model], rows: list[models.Model], batch_size: int = 500) -> int:
+    """Insert `rows`, each chunk in one statement; a chunk that fails is retried row by row. Returns rows skipped.
+
+    Call it inside a transaction: each attempt runs in a savepoint, so a failed one leaves the rest intact.
+    """
+    skipped = 0
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        try:
+            with transaction.atomic():
+                model.objects.bulk_create(chunk)
+            continue
+        except ROW_ERRORS:
+            pass
+        for row in chunk:
+            try:
+                with transaction.atomic():
+                    model.objects.bulk_create([row])
+            except ROW_ERRORS as exc:
+                skipped += 1
+                logger.warning("skipped a %s row that could not be inserted (%s): %r", model.__name__, exc, row)
+    return skipped
