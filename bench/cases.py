@@ -358,3 +358,8 @@ CASES = {
     "aggregation": aggregation,
     "events": events,
 }
+
+# Cases 8-10, the connection edge, live in their own module.
+from bench.edge import CASES as EDGE_CASES  # noqa: E402
+
+CASES.update(EDGE_CASES)

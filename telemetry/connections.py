@@ -37,6 +37,8 @@ class LiveConnection(Protocol):
     last_message_at: float  # loop time
     lease_refreshed_at: float  # loop time
     group_joined_at: float  # loop time
+    token_hash: str  # of the token the socket opened with (telemetry.revalidation)
+    credentials_checked_at: float  # loop time
     done: asyncio.Event
 
     async def close_with(self, code: int, reason: str) -> None: ...
