@@ -24,7 +24,7 @@ async def _send(count: int) -> list[float]:
     for n in range(count):
         started = time.perf_counter_ns()
         signals.connection_established.send(
-            sender=None, robot_id="r2d2", connection_id=f"ws_r2d2_{n}", connected_at=time.time()
+            sender=None, robot_id="r2d2", connection_id=f"ws_r2d2_{n}", timestamp=time.time()
         )
         costs.append((time.perf_counter_ns() - started) / 1000)
     return costs
