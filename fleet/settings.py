@@ -13,6 +13,8 @@ from urllib.parse import urlsplit
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+import fleet
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -241,7 +243,7 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
-    "VERSION": None,
+    "VERSION": fleet.__version__,
 }
 
 CACHES = {
@@ -331,6 +333,7 @@ TELEMETRY_DASHBOARD_STALL_TIMEOUT = envfloat("TELEMETRY_DASHBOARD_STALL_TIMEOUT"
 METRICS_COLLECTORS = [
     "metrics.prometheus.CounterCollector",
     "fleet.events.prometheus.EventsCollector",
+    "fleet.build.BuildInfoCollector",
     "telemetry.prometheus.FleetCollector",
     "telemetry.dashboard.FanoutCollector",
 ]
