@@ -23,6 +23,7 @@ from django.conf import settings
 logger = logging.getLogger(__name__)
 
 OVERLOADED = 1013
+MIN_PONG_TIMEOUT = 5
 # Only robot sockets get the outgoing bound (see above).
 BOUNDED_OUTGOING_PREFIX = b"/api/telemetry/ws/"
 
@@ -37,10 +38,11 @@ def unsent_bytes(transport) -> int:
 
 
 def ping_timings(idle_timeout: float) -> tuple[int, int]:
-    """(ping interval, pong timeout) in whole seconds (daphne's options are integers): 20 s and 30 s, or
-    each a quarter of the idle timeout when that is shorter, so a silent peer goes well within it."""
+    """(ping interval, pong timeout) in whole seconds, daphne's unit: 20 s and 30 s, each at most a quarter of
+    the idle timeout. The pong timeout is never under MIN_PONG_TIMEOUT, so that a busy but healthy peer is
+    not dropped: with an idle timeout of 20 s or more, a silent peer is dropped within it."""
     quarter = max(1, int(idle_timeout // 4))
-    return min(20, quarter), min(30, quarter)
+    return min(20, quarter), max(MIN_PONG_TIMEOUT, min(30, quarter))
 
 
 class BoundedProtocol:

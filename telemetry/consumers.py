@@ -6,8 +6,10 @@ housekeeping (PERF_NOTES: the generic machinery costs more than the work). Chann
 this socket (robot.replace, robot.revoke) arrive on one long-lived listener task.
 
 Close paths, each reported once with connection_closed (duration_seconds, close_code, reason):
-client_disconnect (the client's code), overloaded 1013, idle_timeout 4000, protocol_error 1008, too_large 1009,
-rate_limited 4429, replaced 4409, revoked 4403, server_shutdown 1001.
+client_disconnect (the client's code), overloaded 1013, idle_timeout 4000, protocol_error 1008, flooding 1008,
+too_large 1009, replaced 4409, revoked 4403, token_rotated 4403, server_shutdown 1001. Handshakes refused
+with 403, 4429 (reconnecting too fast) or 1001 (shutting down) store and announce nothing; they are counted
+in telemetry_handshakes_refused_total (telemetry.refusals).
 """
 
 from __future__ import annotations
@@ -21,15 +23,17 @@ import time
 from urllib.parse import parse_qs
 
 from channels.consumer import AsyncConsumer
-from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from telemetry import frames, presence
+from telemetry import frame_rate, frames, presence, refusals
 from telemetry.connections import get_registry
+from telemetry.credentials import get_cache
+from telemetry.frame_rate import FrameRate
 from telemetry.frames import PING, Batch, FrameError, Telemetry
 from telemetry.ingest import accept_batch, accept_frame
-from telemetry.robots import authenticate, is_valid_robot_id, robot_group
+from telemetry.revalidation import get_revalidation
+from telemetry.robots import is_valid_robot_id, robot_group
 from telemetry.signals import connection_closed, connection_established
 
 logger = logging.getLogger(__name__)
@@ -48,7 +52,8 @@ def _warn_sometimes(message: str, *args) -> None:
 
 
 def new_connection_id(robot_id: str, now: float) -> str:
-    return f"ws_{robot_id}_{int(now * 1000)}_{secrets.token_hex(2)}"
+    # 64 random bits: ids never collide, whatever the number of robots and reconnects.
+    return f"ws_{robot_id}_{int(now * 1000)}_{secrets.token_hex(8)}"
 
 
 def handshake_token(scope: dict) -> str | None:
@@ -105,26 +110,33 @@ class RobotConsumer(AsyncConsumer):
 
     async def _handshake(self) -> bool:
         robot_id = self.scope["url_route"]["kwargs"]["robot_id"]
-        robot = None
+        credential = None
         if is_valid_robot_id(robot_id):
-            robot = await database_sync_to_async(authenticate)(robot_id, handshake_token(self.scope))
-        if robot is None:
+            # From this process's cache: no database round trip unless the robot is new to it.
+            credential = await get_cache().authenticate(robot_id, handshake_token(self.scope))
+        if credential is None:
             # Before accept, a close is an HTTP 403: nothing stored, no event.
+            refusals.count(refusals.BAD_CREDENTIALS)
             await self.base_send({"type": "websocket.close"})
+            return False
+        self.registry = get_registry()
+        if self.registry.closing:
+            # The server is stopping: send the robot elsewhere rather than let daphne cut it off.
+            await self._refuse(refusals.SERVER_SHUTDOWN, 1001, "server_shutdown")
             return False
 
         self.robot_id = robot_id
-        self.robot_pk = robot.pk
+        self.robot_pk = credential.pk
+        self.token_hash = credential.token_hash
         self.connected_at = time.time()
         self.connection_id = new_connection_id(robot_id, self.connected_at)
-        self.registry = get_registry()
         self.flusher = self.registry.flusher
         loop_now = asyncio.get_running_loop().time()
         self.last_message_at = loop_now
         self.lease_refreshed_at = loop_now
         self.group_joined_at = loop_now
-        self.window_start = loop_now
-        self.window_count = 0
+        self.credentials_checked_at = loop_now
+        self.rate = FrameRate(loop_now)
         self.invalid_streak = 0
         self.frames_accepted = 0
         self.frames_rejected = 0
@@ -142,6 +154,11 @@ class RobotConsumer(AsyncConsumer):
             _warn_sometimes("connect check failed (%s); admitting robots without it", exc)
             retry_after = 0.0
             self.lease_refreshed_at = float("-inf")
+        if retry_after > 0:
+            # No lease was taken: refused before anything is stored or announced.
+            error = {"type": "error", "code": "reconnecting_too_fast", "retry_after": math.ceil(retry_after)}
+            await self._refuse(refusals.RECONNECTING_TOO_FAST, 4429, "rate_limited", error)
+            return False
 
         await self.base_send({"type": "websocket.accept"})
         self.flusher.open_session(self.connection_id, self.robot_pk, self.connected_at)
@@ -151,24 +168,21 @@ class RobotConsumer(AsyncConsumer):
             connection_id=self.connection_id,
             timestamp=self.connected_at,
         )
-        if retry_after > 0:
-            self.leased = False
-            await self._send({"type": "error", "code": "reconnecting_too_fast", "retry_after": math.ceil(retry_after)})
-            self.channel_layer = None
-            await self.close_with(4429, "rate_limited")
-            return True
-
         self.registry.add(self)
         self.flusher.presence_changed.add(robot_id)
-        if self.registry.closing:
-            # The server is stopping: send the robot elsewhere rather than let daphne cut it off.
-            self.channel_layer = None
-            await self.close_with(1001, "server_shutdown")
-            return True
+        get_revalidation().watch(self.registry.connections.values)
         self.channel_layer = get_channel_layer()
         if self.channel_layer is not None:
             self.channel_name = await self.channel_layer.new_channel()  # a local name, no I/O
         return True
+
+    async def _refuse(self, reason: str, code: int, close_reason: str, error: dict | None = None) -> None:
+        """Turn a robot away with a close code (which needs an accepted socket), storing and announcing nothing."""
+        refusals.count(reason)
+        await self.base_send({"type": "websocket.accept"})
+        if error is not None:
+            await self._send(error)
+        await self.base_send({"type": "websocket.close", "code": code, "reason": close_reason})
 
     async def _join_group(self) -> None:
         """Join the robot's group and tell older sockets of this robot, in any process, to close (4409)."""
@@ -244,15 +258,11 @@ class RobotConsumer(AsyncConsumer):
         if len(text) > self.safe_chars and len(text.encode()) > self.max_bytes:
             await self.close_with(1009, "too_large")
             return
-        if now_loop - self.window_start >= 1.0:
-            self.window_start = now_loop
-            self.window_count = 0
-        self.window_count += 1
-        obj = frames.decode(text)
-        if self.window_count > self.max_per_second:
-            detail = f"more than {self.max_per_second} frames per second"
-            await self._reject(FrameError(frames.RATE_LIMITED, detail, frames.peek_seq(obj)), in_a_row=False)
+        verdict = self.rate.check(now_loop)
+        if verdict:
+            await self._over_budget(verdict)
             return
+        obj = frames.decode(text)
         if type(obj) is FrameError:
             await self._reject(obj)
             return
@@ -291,8 +301,12 @@ class RobotConsumer(AsyncConsumer):
         if committed is not None:
             self.registry.ensure_running()
             try:
-                # The robot drops its backfill buffer on this ack: reply once it is committed.
-                await committed
+                # The robot drops its backfill buffer on this ack: reply once it is committed. Without an ack
+                # in time the robot resends the batch (the samples may then be stored twice, never lost).
+                await asyncio.wait_for(committed, settings.TELEMETRY_BACKFILL_COMMIT_TIMEOUT)
+            except TimeoutError:
+                logger.warning("robot %s: backfill batch not committed in time; not acknowledged", self.robot_id)
+                return
             except Exception:
                 logger.warning("robot %s: backfill batch not stored; not acknowledged", self.robot_id)
                 return
@@ -300,11 +314,25 @@ class RobotConsumer(AsyncConsumer):
             await self._send({"type": "ack", "seq": batch.last_seq, "accepted": len(batch.frames)})
 
     async def _on_bytes(self, data: bytes) -> None:
-        self.last_message_at = asyncio.get_running_loop().time()
+        now_loop = self.last_message_at = asyncio.get_running_loop().time()
         if len(data) > self.max_bytes:
             await self.close_with(1009, "too_large")
             return
+        verdict = self.rate.check(now_loop)
+        if verdict:
+            await self._over_budget(verdict)
+            return
         await self._reject(FrameError(frames.INVALID_FRAME, "binary frames are not supported; send JSON text"))
+
+    async def _over_budget(self, verdict: int) -> None:
+        """A message over the frame budget: dropped undecoded, at most one error a second, 1008 when it floods."""
+        self.frames_rejected += 1
+        self.flusher.rejected += 1
+        if verdict == frame_rate.RATE_LIMITED:
+            detail = f"more than {self.max_per_second} frames per second"
+            await self._send(FrameError(frames.RATE_LIMITED, detail).message())
+        elif verdict == frame_rate.FLOOD:
+            await self.close_with(1008, "flooding")
 
     async def _reject(self, error: FrameError, in_a_row: bool = True) -> None:
         self.frames_rejected += 1

@@ -252,7 +252,7 @@ def invalidate(robot_ids: Iterable[str] | None) -> None:
     payloads = [EVERYTHING] if robot_ids is None else list(robot_ids)
     if not payloads:
         return
-    transaction.on_commit(lambda: _publish(payloads))
+    transaction.on_commit(lambda: publish(payloads))
 
 
 def robot_changed(sender, instance, **kwargs) -> None:
@@ -260,7 +260,8 @@ def robot_changed(sender, instance, **kwargs) -> None:
     invalidate([instance.robot_id])
 
 
-def _publish(payloads: list[str]) -> None:
+def publish(payloads: list[str]) -> None:
+    """Publish an invalidation now (after a commit): robot ids, or [EVERYTHING]. Errors are logged."""
     try:
         client = get_client()
         if payloads == [EVERYTHING]:

@@ -31,6 +31,7 @@ from django.conf import settings
 from django.db import OperationalError, transaction
 
 from fleet.redis import get_async_client
+from fleet.rows import insert_rows
 from telemetry import latest, presence, publishing
 from telemetry.dashboard import FANOUT_LAYER
 from telemetry.dashboard import GROUP as DASHBOARD_GROUP
@@ -68,13 +69,12 @@ def write_db_batch(batch: DbBatch, seen_at: datetime) -> None:
         pks = {fields["robot_id"] for fields in batch.new_sessions.values()} | {s.robot_id for s in batch.samples}
         existing = set(Robot.objects.filter(pk__in=pks).values_list("pk", flat=True)) if pks else set()
         sessions = [RobotSession(**fields) for fields in batch.new_sessions.values() if fields["robot_id"] in existing]
-        if sessions:
-            RobotSession.objects.bulk_create(sessions)
+        # A row that fails (a duplicate connection id, a value the database refuses) is logged and skipped:
+        # it must not cost every other robot its samples, sessions and backfill acks.
+        insert_rows(RobotSession, sessions)
         for connection_id, fields in batch.closed_sessions.items():
             RobotSession.objects.filter(connection_id=connection_id).update(**fields)
-        samples = [sample for sample in batch.samples if sample.robot_id in existing]
-        if samples:
-            TelemetrySample.objects.bulk_create(samples, batch_size=500)
+        insert_rows(TelemetrySample, [sample for sample in batch.samples if sample.robot_id in existing])
         seen = sorted(batch.seen)
         for start in range(0, len(seen), 500):
             Robot.objects.filter(robot_id__in=seen[start : start + 500]).update(last_seen_at=seen_at)

@@ -77,7 +77,6 @@ def revoke_robots(robot_ids: list[str]) -> int:
     """Deactivate robots and, once that has committed, close their live sessions (4403). Returns how many changed."""
     with transaction.atomic():
         changed = Robot.objects.filter(robot_id__in=robot_ids, is_active=True).update(is_active=False)
-        credentials.invalidate(robot_ids)
         # After commit: a consumer that checks the database on the message must see is_active=False.
         transaction.on_commit(lambda: close_live_sessions(robot_ids))
     return changed
@@ -95,6 +94,8 @@ def close_live_sessions(robot_ids: list[str]) -> None:
     """
     if not robot_ids:
         return
+    # Every process's credential cache first, so that no handshake gets in with what it remembered.
+    credentials.publish(list(robot_ids))
     try:
         async_to_sync(_send_revoke)(list(robot_ids))
     except Exception:

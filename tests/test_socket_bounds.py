@@ -13,7 +13,7 @@ from tests.servers import ServerProcess, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
-IDLE_TIMEOUT = 8.0
+IDLE_TIMEOUT = 12.0
 GOOD = {"cpu_usage": 45.2, "memory_usage": 62.8, "network_latency_ms": 12.5, "battery_percentage": 78.0}
 # 100 frames that each get an error reply: about 9 KiB of replies for 300 bytes sent.
 ERROR_BATCH = json.dumps({"type": "telemetry_batch", "frames": [{}] * 100})

@@ -41,10 +41,12 @@ CLOSE_REASONS = {
     "client_disconnect",
     "idle_timeout",
     "protocol_error",
+    "flooding",
+    "overloaded",
     "too_large",
-    "rate_limited",
     "replaced",
     "revoked",
+    "token_rotated",
     "server_shutdown",
 }
 

@@ -265,7 +265,7 @@ async def test_a_robot_flooding_1000_frames_a_second_is_rate_limited_and_others_
     unloaded = median(await measure(3.0))
     flooder = await open_robot(daphne.ws_url, flooder_id, flooder_token)
 
-    replies = {"ack": 0, "rate_limited": 0}
+    replies = {"ack": 0, "rate_limited": 0, "pong": 0}
 
     async def flood(seconds: float) -> int:
         sent = 0
@@ -280,18 +280,19 @@ async def test_a_robot_flooding_1000_frames_a_second_is_rate_limited_and_others_
     async def read_flood() -> None:
         async for raw in flooder:
             reply = json.loads(raw)
-            replies["ack" if reply["type"] == "ack" else reply["code"]] += 1
+            replies[reply["type"] if reply["type"] != "error" else reply["code"]] += 1
 
     reader = asyncio.ensure_future(read_flood())
     sent, loaded = await asyncio.gather(flood(3.0), measure(3.0))
     loaded = median(loaded)
     assert sent >= 2000, "the flood did not reach its rate"
-    await asyncio.to_thread(wait_for, lambda: sum(replies.values()) == sent, 5)
-    # Every frame is answered; at most 20 a second are accepted; the flooder is not disconnected for it.
-    assert sum(replies.values()) == sent
-    assert 0 < replies["ack"] <= 20 * 5 and replies["rate_limited"] == sent - replies["ack"]
-    await flooder.send('{"type": "ping"}')
     await asyncio.sleep(1.1)
+    # At most 20 frames a second are accepted; the rest are dropped undecoded with one rate_limited reply
+    # per second, not one each; 3 s of flood is not yet the sustained flood that closes a socket (1008).
+    assert 0 < replies["ack"] <= 20 * 5
+    assert 1 <= replies["rate_limited"] <= 5
+    await flooder.send('{"type": "ping"}')
+    await asyncio.to_thread(wait_for, lambda: replies["pong"] == 1, 5)
     reader.cancel()
     assert loaded <= 2 * max(unloaded, 0.002), (
         f"median ack {loaded * 1000:.1f} ms under flood, {unloaded * 1000:.1f} ms before"
