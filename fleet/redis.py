@@ -16,6 +16,10 @@ def _options() -> dict:
         "socket_connect_timeout": settings.REDIS_CONNECT_TIMEOUT,
         "socket_timeout": settings.REDIS_SOCKET_TIMEOUT,
         "health_check_interval": 30,
+        # No CLIENT SETINFO on connect: redis-py 8 otherwise looks its own version up in the package
+        # metadata (about 1 ms) and sends it on every new connection, which a reconnect storm pays
+        # hundreds of times a second.
+        "driver_info": None,
     }
 
 

@@ -44,8 +44,8 @@ SHUTDOWN_TIMEOUT = 8.0
 CLOSE_HANDSHAKE_TIMEOUT = 5.0
 
 
-class FleetWebSocketProtocol(BoundedProtocol, WebSocketProtocol):
-    """daphne's protocol, bounded (fleet.socket_bounds), able to send every close code and messages of any size."""
+class FleetWebSocketProtocol(WebSocketProtocol):
+    """daphne's protocol, able to send every close code a server may use, and messages of any size."""
 
     def sendMessage(self, payload, *args, **kwargs):
         # The size limits bound what a client can make us buffer. autobahn applies them to what
@@ -65,6 +65,10 @@ class FleetWebSocketProtocol(BoundedProtocol, WebSocketProtocol):
         code = message.get("code") or 1000
         reason = (message.get("reason") or "").encode()[:123] or None
         self.sendCloseFrame(code=code, reasonUtf8=reason, isReply=False)
+
+
+class BoundedFleetProtocol(BoundedProtocol, FleetWebSocketProtocol):
+    """The protocol the server runs: Fleet's, with what one socket may hold bounded (fleet.socket_bounds)."""
 
 
 class FleetServer(Server):
@@ -91,14 +95,14 @@ class FleetServer(Server):
     def listen_success(self, port):
         super().listen_success(port)
         # Listening is set up before the reactor runs, so no connection exists yet.
-        self.ws_factory.protocol = FleetWebSocketProtocol
+        self.ws_factory.protocol = BoundedFleetProtocol
         # autobahn's server default drops the TCP connection on a protocol failure, so a robot
         # that sends a message over the size limit would see 1006; send the close frame (1009).
         # Only a pong answers a ping (fleet.socket_bounds): incoming data no longer cancels its timeout.
         self.ws_factory.setProtocolOptions(
             failByDrop=False, closeHandshakeTimeout=CLOSE_HANDSHAKE_TIMEOUT, autoPingRestartOnAnyTraffic=False
         )
-        FleetWebSocketProtocol.configure()
+        BoundedFleetProtocol.configure()
         gc.collect()
         gc.freeze()
         gc.set_threshold(*GC_THRESHOLDS)

@@ -184,6 +184,8 @@ _CHANNELS_HOST = {
     "address": REDIS_URL,
     "max_connections": REDIS_MAX_CONNECTIONS,
     "socket_connect_timeout": REDIS_CONNECT_TIMEOUT,
+    # No CLIENT SETINFO per new connection (see fleet.redis).
+    "driver_info": None,
 }
 CHANNEL_LAYERS = {
     # Robot sockets' own messages (robot.replace, robot.revoke): rare, and kept in Redis until read.

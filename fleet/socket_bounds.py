@@ -1,6 +1,6 @@
 """What one WebSocket may make a daphne process hold, enforced where the bytes are: in the protocol.
 
-`BoundedProtocol` is mixed into fleet.serve's daphne protocol:
+`BoundedProtocol` is mixed in before fleet.serve's daphne protocol (its handle_reply and onMessage run first):
 - **incoming**: daphne hands each message to the app through an unbounded asyncio.Queue. More than
   TELEMETRY_MAX_PENDING_MESSAGES unprocessed messages close the socket with 1013 (try again later);
   the queued messages are dropped at once and the app hears `websocket.disconnect` with 1013.
@@ -75,13 +75,12 @@ class BoundedProtocol:
         else:
             queue.put_nowait({"type": "websocket.receive", "text": payload.decode("utf8")})
 
-    def sendMessage(self, payload, *args, **kwargs):
-        if self.state != self.STATE_OPEN:
-            return None  # closing: what the app still sends is dropped, not raised back at it
-        result = super().sendMessage(payload, *args, **kwargs)
+    def handle_reply(self, message: dict) -> None:
+        if message.get("type") == "websocket.send" and self.state != self.STATE_OPEN:
+            return  # closing: what the app still sends is dropped, not raised back at it
+        super().handle_reply(message)
         if self.bounded_outgoing and unsent_bytes(self.transport) > self.max_unsent:
             self.overload("outgoing")
-        return result
 
     def overload(self, direction: str) -> None:
         """Close with 1013 and let go of everything queued for this socket, in both directions."""
