@@ -148,11 +148,11 @@ class RobotConsumer(AsyncConsumer):
         self.leased = True
 
         try:
-            retry_after = await presence.admit_connection(robot_id, self.connection_id)
+            retry_after, self.alone = await presence.admit(robot_id, self.connection_id)
         except Exception as exc:
             # Redis down or hung: let the robot in; the next lease refresh writes its lease.
             _warn_sometimes("connect check failed (%s); admitting robots without it", exc)
-            retry_after = 0.0
+            retry_after, self.alone = 0.0, False
             self.lease_refreshed_at = float("-inf")
         if retry_after > 0:
             # No lease was taken: refused before anything is stored or announced.
@@ -188,7 +188,10 @@ class RobotConsumer(AsyncConsumer):
         """Join the robot's group and tell older sockets of this robot, in any process, to close (4409)."""
         try:
             await self.channel_layer.group_add(robot_group(self.robot_id), self.channel_name)
-            await self._announce()
+            if not self.alone:
+                # Without another live lease of this robot there is no older socket to replace: a reconnect
+                # storm skips one channel-layer send per robot. A newer socket announces itself all the same.
+                await self._announce()
         except Exception as exc:
             _warn_sometimes("channel layer unavailable (%s); robots are not replaced across processes", exc)
             self.group_joined_at = float("-inf")  # the process loop retries the membership

@@ -53,11 +53,12 @@ if redis.call('ZCARD', KEYS[1]) >= limit then
 end
 redis.call('ZADD', KEYS[1], now, ARGV[4])
 redis.call('PEXPIRE', KEYS[1], math.ceil(window * 1000))
+local others = redis.call('ZCOUNT', KEYS[3], '(' .. now, '+inf')
 redis.call('ZADD', KEYS[2], ARGV[6], ARGV[4])
 redis.call('ZADD', KEYS[3], ARGV[6], ARGV[4])
 redis.call('PEXPIRE', KEYS[3], ARGV[7])
 redis.call('ZADD', KEYS[4], 'GT', ARGV[6], ARGV[5])
-return {1, '0'}
+return {1, '0', others}
 """
 
 # Refresh many leases at once. ARGV: expiry, ttl_ms, then connection_id, robot_id pairs.
@@ -196,10 +197,16 @@ async def arobot_states(
 
 async def admit_connection(robot_id: str, connection_id: str, client: redis.asyncio.Redis | None = None) -> float:
     """Check the connect rate and take a lease, in one round trip. 0 when admitted, else seconds to wait."""
+    retry_after, _ = await admit(robot_id, connection_id, client)
+    return retry_after
+
+
+async def admit(robot_id: str, connection_id: str, client: redis.asyncio.Redis | None = None) -> tuple[float, bool]:
+    """admit_connection, and whether the robot held no other live lease (so no older socket to replace)."""
     now = time.time()
     ttl = settings.TELEMETRY_PRESENCE_TTL
     client = client or get_async_client()
-    admitted, retry_after = await client.eval(
+    admitted, retry_after, *others = await client.eval(
         CONNECT_SCRIPT,
         4,
         connects_key(robot_id),
@@ -214,7 +221,9 @@ async def admit_connection(robot_id: str, connection_id: str, client: redis.asyn
         now + ttl,
         int(ttl * 1000),
     )
-    return 0.0 if int(admitted) else max(float(retry_after), 0.0)
+    if not int(admitted):
+        return max(float(retry_after), 0.0), False
+    return 0.0, int(others[0]) == 0
 
 
 def _pairs(leases: Iterable[tuple[str, str]]) -> list[str]:
