@@ -206,6 +206,7 @@ Q_CLUSTER = {
     # Missed runs after downtime must not replay as a burst.
     "catch_up": False,
     "redis": REDIS_URL,
+    "broker_class": "fleet.cluster.RedisBroker",  # stops within 0.25 s instead of 1 s
     "save_limit": 250,
     "ack_failures": True,
     "label": "Django Q2",
