@@ -39,21 +39,23 @@ async def simulate(
         )
         tasks.append(asyncio.create_task(missions, name="missions"))
     reporter = asyncio.create_task(_report(stats, stop, on_progress)) if on_progress else None
+    watchdog = asyncio.create_task(_give_up_unanswered(stats, stop, config))
+    all_done = asyncio.ensure_future(asyncio.wait(tasks))
+    stopped = asyncio.create_task(stop.wait())
     # Robots that keep failing to connect must not hold the run past its duration for long.
     deadline = config.duration + config.drain_timeout + 10.0 if config.duration > 0 else None
     try:
-        done, _ = await asyncio.wait(tasks, timeout=deadline)
-        if len(done) < len(tasks):
+        await asyncio.wait({all_done, stopped}, timeout=deadline, return_when=asyncio.FIRST_COMPLETED)
+        if not all_done.done():
+            # Stopped (Ctrl-C, or nobody answering) or late: robots finish their in-flight frames, briefly.
             stop.set()
             await asyncio.wait(tasks, timeout=config.drain_timeout + 2.0)
     finally:
         stop.set()
-        for task in tasks:
+        helpers = [task for task in (reporter, watchdog, all_done, stopped) if task is not None]
+        for task in tasks + helpers:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        if reporter:
-            reporter.cancel()
-            await asyncio.gather(reporter, return_exceptions=True)
+        await asyncio.gather(*tasks, *helpers, return_exceptions=True)
         stats.ended = time.monotonic()
     for task in tasks:
         if not task.cancelled() and task.exception() is not None:
@@ -64,3 +66,18 @@ async def simulate(
 async def _report(stats: Stats, stop: asyncio.Event, on_progress: Callable[[Stats], None]) -> None:
     while not await wait(stop, 1.0):
         on_progress(stats)
+
+
+async def _give_up_unanswered(stats: Stats, stop: asyncio.Event, config: SimulationConfig) -> None:
+    """Stop the run when the service never answers, so a wrong URL or a stopped service fails fast."""
+    first = min(config.duration, config.give_up_after) if config.duration > 0 else config.give_up_after
+    if await wait(stop, first):
+        return
+    if stats.connects == 0:
+        stats.gave_up = f"no robot could connect within {first:g} s"
+        stop.set()
+        return
+    if await wait(stop, config.give_up_after - first) or stats.acked:
+        return
+    stats.gave_up = f"no frame was acknowledged within {config.give_up_after:g} s"
+    stop.set()

@@ -41,6 +41,9 @@ class SimulationConfig:
     connect_concurrency: int = 50  # handshakes in flight at once
     drain_timeout: float = 5.0  # seconds to wait for outstanding acks before closing
     open_timeout: float = 10.0
+    # A run ends early, as failed, when no robot connected by min(duration, this) or no frame was acked by
+    # this; 8 s leaves simulate_fleet time to provision and report, so it exits within 10 s.
+    give_up_after: float = 8.0
     seed: int | None = None
 
 

@@ -41,6 +41,7 @@ class Stats:
     errors: collections.Counter = field(default_factory=collections.Counter)
     latencies_ms: array = field(default_factory=lambda: array("d"))
     started: float = field(default_factory=time.monotonic)
+    gave_up: str | None = None  # why the run ended early: the service never answered
     ended: float | None = None
     _window_from: int = 0
     _window_sent: int = 0
