@@ -225,7 +225,7 @@ LOGIN_REDIRECT_URL = "/dashboard/"
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.SessionAuthentication",
-        "rest_framework.authentication.TokenAuthentication",
+        "fleet.authentication.TokenOrBearerAuthentication",  # `Token <key>` or `Bearer <key>`
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PAGINATION_CLASS": "fleet.pagination.FleetPagination",
