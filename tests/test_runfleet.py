@@ -68,7 +68,8 @@ def test_it_serves_health_and_leaves_nothing_behind_on_ctrl_c(tmp_path):
         assert (tmp_path / "var" / "fleet.sqlite3").exists()
 
         assert "create a user     .venv/bin/python manage.py createsuperuser" in server.output()
-        assert "simulate robots   .venv/bin/python manage.py simulate_fleet --robots 20" in server.output()
+        simulate = f"simulate robots   .venv/bin/python manage.py simulate_fleet --robots 20 --url {server.ws_url}\n"
+        assert simulate in server.output()
 
         stopped_in = ctrl_c(server)
         output = server.output()

@@ -72,6 +72,7 @@ class Command(BaseCommand):
             gc.collect()
             gc.freeze()
             base = f"http://{host}:{port}"
+            url_option = "" if (host, port) == ("127.0.0.1", 8000) else f" --url ws://{host}:{port}"
             self.stdout.write(
                 f"Fleet Telemetry is starting on {base}\n"
                 f"  health     {base}/healthz\n"
@@ -84,7 +85,7 @@ class Command(BaseCommand):
                 f"  Redis      {settings.REDIS_URL}{' (embedded)' if redis_server else ''}\n"
                 "Next:\n"
                 "  create a user     .venv/bin/python manage.py createsuperuser\n"
-                "  simulate robots   .venv/bin/python manage.py simulate_fleet --robots 20\n"
+                f"  simulate robots   .venv/bin/python manage.py simulate_fleet --robots 20{url_option}\n"
                 "Press Ctrl-C to stop."
             )
             while not stopping:
