@@ -246,6 +246,7 @@ def test_a_second_simulator_on_the_same_prefix_is_refused_while_the_first_runs(d
     finally:
         first.kill()
     assert summary_table(output)["replaced (4409)"] == "2"
+    assert "2 robots replaced by another connection (4409)" in output
 
 
 @pytest.mark.parametrize(

@@ -94,6 +94,8 @@ class Command(BaseCommand):
             help="replace robots of this prefix that are connected now (e.g. another simulator's)",
         )
 
+    _replaced_reported = 0
+
     def handle(self, *args, **options):
         count, rate = options["robots"], options["rate"]
         if not 1 <= count <= 9999:
@@ -131,6 +133,7 @@ class Command(BaseCommand):
             max_messages_per_second=limit,
         )
         stats = asyncio.run(self._run(config, credentials, options["missions"]))
+        self._report_replaced(stats)
         self._summary(stats)
         if stats.gave_up:
             errors = ", ".join(f"{code} {n}" for code, n in sorted(stats.errors.items())) or "none"
@@ -172,7 +175,17 @@ class Command(BaseCommand):
             for signum in handled:
                 loop.remove_signal_handler(signum)
 
+    def _report_replaced(self, stats: Stats) -> None:
+        # Replaced robots stop for good (their token was rotated): say so when it happens, not only at the end.
+        if stats.replaced > self._replaced_reported:
+            self._replaced_reported = stats.replaced
+            self.stderr.write(
+                f"{plural(stats.replaced, 'robot')} replaced by another connection (4409), e.g. another "
+                "simulate_fleet with the same --prefix; replaced robots stop."
+            )
+
     def _progress(self, stats: Stats) -> None:
+        self._report_replaced(stats)
         window = stats.window()
         self.stdout.write(
             f"{time.strftime('%H:%M:%S')}  connected {stats.connected}/{stats.robots}  "
