@@ -16,9 +16,9 @@ from django.core.management.base import BaseCommand, CommandError
 from fleet import cluster
 from fleet.embedded_redis import EmbeddedRedis, EmbeddedRedisError
 
-# How long the children have to stop by themselves before they are killed. Idle, they need about
-# 1.5 s (qcluster's pusher ends its 1 s blocking dequeue first); an aggregation run ends after its
-# current batch (fleet.cluster), and daphne closes robots' sockets within its own shutdown timeout.
+# How long the children have to stop by themselves before they are killed. Idle, the whole stack
+# stops in about 1.2 s; an aggregation run ends after its current batch (fleet.cluster), and daphne
+# closes robots' sockets within its own shutdown timeout.
 STOP_TIMEOUT = 8.0
 # The signal each child stops cleanly on; see fleet.cluster for why qcluster's is SIGINT.
 STOP_SIGNALS = {"daphne": signal.SIGTERM, "qcluster": cluster.STOP_SIGNAL}
