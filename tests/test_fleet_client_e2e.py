@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import re
 import signal
@@ -21,9 +22,10 @@ from django.db.models import Count
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
+from fleet.redis import get_client
 from fleet_client import RobotClient
 from telemetry.models import Robot, TelemetrySample
-from telemetry.robots import create_robot
+from telemetry.robots import create_robot, revoke_robot
 from tests.servers import BASE_DIR, ServerProcess, child_env, free_port, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -258,4 +260,41 @@ async def test_a_client_offering_only_unknown_versions_gets_403_and_the_server_s
         )
         await client.close()
     finally:
+        server.stop()
+
+
+async def test_it_waits_retry_after_on_4429_and_stops_for_good_on_4403(transactional_db, tmp_path, caplog):
+    tokens = {robot_id: (await database_sync_to_async(create_robot)(robot_id))[1] for robot_id in ("r2d2", "bb8")}
+    server = await asyncio.to_thread(ServerProcess.daphne, tmp_path, TELEMETRY_MAX_CONNECTS_PER_MINUTE="1")
+    clients = []
+    try:
+        async with connect(
+            f"{server.ws_url}/api/telemetry/ws/r2d2", additional_headers={"Authorization": f"Bearer {tokens['r2d2']}"}
+        ):
+            # r2d2's one handshake of the minute is taken: the client's gets retry_after and 4429.
+            too_soon = RobotClient(url=server.ws_url, robot_id="r2d2", token=tokens["r2d2"])
+            clients.append(too_soon)
+            with caplog.at_level(logging.INFO, logger="fleet_client"):
+                await too_soon.start()
+                waits = await asyncio.to_thread(
+                    wait_for,
+                    lambda: re.findall(r"closed with 4429 \(rate_limited\); reconnecting in (\S+) s", caplog.text),
+                    10,
+                )
+        assert len(waits) == 1 and 58 <= float(waits[0]) <= 62
+        assert too_soon.stats["stopped"] is None
+
+        bb8 = RobotClient(url=server.ws_url, robot_id="bb8", token=tokens["bb8"])
+        clients.append(bb8)
+        await bb8.start()
+        bb8.submit(dict(GOOD))
+        assert await bb8.flush(timeout=10)
+        assert await asyncio.to_thread(wait_for, lambda: get_client().zcard("asgi:group:robot.bb8"), 5)
+        await database_sync_to_async(revoke_robot)("bb8")
+        assert await asyncio.to_thread(wait_for, lambda: bb8.stats["stopped"], 10) == (
+            "closed with 4403 (revoked); not reconnecting"
+        )
+    finally:
+        for client in clients:
+            await client.close()
         server.stop()
