@@ -5,9 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import time
+from datetime import timedelta
 
 import pytest
 from channels.db import database_sync_to_async
+from django.db import IntegrityError, connection, transaction
+from django.db.migrations.executor import MigrationExecutor
+from django.utils import timezone
 from jsonschema import Draft202012Validator
 
 from telemetry.models import TelemetrySample
@@ -142,3 +146,21 @@ async def test_a_batch_that_repeats_an_instant_within_itself_stores_it_once(r2d2
     batch = {"type": "telemetry_batch", "frames": [{"seq": 1, "ts": ts, **GOOD}, {"seq": 2, "ts": ts, **GOOD}]}
     assert await send(socket, batch) == {"type": "ack", "seq": 2, "accepted": 2}
     assert await database_sync_to_async(TelemetrySample.objects.count)() == 1
+
+
+def test_the_migration_keeps_the_first_of_each_duplicate_and_adds_the_constraint(r2d2):
+    executor = MigrationExecutor(connection)
+    executor.migrate([("telemetry", "0001_initial")])
+    executor.loader.build_graph()
+    Sample = executor.loader.project_state([("telemetry", "0001_initial")]).apps.get_model(
+        "telemetry", "TelemetrySample"
+    )
+    at = timezone.now()
+    for seq in (1, 2, 3):
+        Sample.objects.create(robot_id=r2d2.pk, reported_at=at, seq=seq, **GOOD)
+    Sample.objects.create(robot_id=r2d2.pk, reported_at=at - timedelta(seconds=1), seq=4, **GOOD)
+    executor = MigrationExecutor(connection)
+    executor.migrate(executor.loader.graph.leaf_nodes())
+    assert sorted(TelemetrySample.objects.values_list("seq", flat=True)) == [1, 4]
+    with pytest.raises(IntegrityError), transaction.atomic():
+        TelemetrySample.objects.create(robot=r2d2, reported_at=at, seq=5, **GOOD)
