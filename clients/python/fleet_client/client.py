@@ -155,6 +155,9 @@ class RobotClient:
             session = Session(self, ws)
             try:
                 await session.run()
+            except Exception:
+                # A bug must not end the robot's connection for good: log it and connect again.
+                logger.exception("robot %s: connection failed", self.robot_id)
             finally:
                 await ws.close()
             if session.healthy:
