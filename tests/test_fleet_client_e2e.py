@@ -175,7 +175,7 @@ def heal_write_failure() -> None:
             cursor.execute("DROP FUNCTION fail_sample()")
 
 
-async def test_a_batch_whose_write_fails_gets_no_ack_and_the_client_sends_it_again(r2d2_token, tmp_path):
+async def test_a_batch_whose_write_fails_gets_no_ack_and_the_client_sends_it_again(r2d2_token, tmp_path, caplog):
     server = await asyncio.to_thread(ServerProcess.daphne, tmp_path)
     await database_sync_to_async(inject_write_failure)()
     client = RobotClient(url=server.ws_url, robot_id="r2d2", token=r2d2_token)
@@ -183,12 +183,14 @@ async def test_a_batch_whose_write_fails_gets_no_ack_and_the_client_sends_it_aga
     try:
         for n in range(3):  # buffered before connecting: sent as one backfill batch
             client.submit({**GOOD, "cpu_usage": 13.0, "ts": time.time() - 10 + n})
-        await client.start()
-        failed = "backfill batch not stored; not acknowledged"
-        assert await asyncio.to_thread(wait_for, lambda: failed in server.output(), 10)
-        assert client.stats["acked"] == 0 and client.stats["buffered"] == 3
-        await database_sync_to_async(heal_write_failure)()
-        assert await client.flush(timeout=15)
+        with caplog.at_level(logging.WARNING, logger="fleet_client"):
+            await client.start()
+            failed = "backfill batch not stored; not acknowledged"
+            assert await asyncio.to_thread(wait_for, lambda: failed in server.output(), 10)
+            assert client.stats["acked"] == 0 and client.stats["buffered"] == 3
+            await database_sync_to_async(heal_write_failure)()
+            assert await client.flush(timeout=15)
+        assert "robot r2d2: no ack within 1 s; sending again" in caplog.messages
     finally:
         await client.close()
         server.stop()
