@@ -6,7 +6,6 @@ Views stay thin: live state comes from telemetry.presence and telemetry.latest, 
 from __future__ import annotations
 
 import logging
-import time
 from datetime import datetime
 
 import redis
@@ -14,7 +13,7 @@ from django.conf import settings
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions, generics, status
-from rest_framework.authentication import SessionAuthentication, TokenAuthentication
+from rest_framework.authentication import SessionAuthentication
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.request import Request
@@ -23,8 +22,9 @@ from rest_framework.throttling import AnonRateThrottle
 from rest_framework.views import APIView
 
 import fleet
+from fleet.authentication import TokenOrBearerAuthentication
 from fleet.instants import parse_instant
-from telemetry import latest, presence, signals
+from telemetry import latest, presence, publishing
 from telemetry.models import Robot, TelemetrySample
 from telemetry.robots import is_valid_robot_id
 from telemetry.serializers import (
@@ -84,7 +84,7 @@ def _states_or_none(robot_ids: list[str]) -> dict[str, dict] | None:
 class PrivateAPIView:
     """Token first, so an anonymous client gets 401 with `WWW-Authenticate: Token` rather than a bare 403."""
 
-    authentication_classes = [TokenAuthentication, SessionAuthentication]
+    authentication_classes = [TokenOrBearerAuthentication, SessionAuthentication]
     permission_classes = [IsAuthenticated]
 
 
@@ -163,7 +163,7 @@ class RobotMetricsView(PrivateAPIView, APIView):
         summary="The robot's latest accepted metrics",
         description=(
             "Built from the robot's latest accepted frame. A successful read also sends the `metrics_published` "
-            "event when TELEMETRY_PUBLISH_ON_READ is on."
+            "event when TELEMETRY_PUBLISH_ON_READ is on, at most once per robot per TELEMETRY_PUBLISH_MIN_INTERVAL."
         ),
         responses={
             200: RobotMetricsSerializer,
@@ -186,9 +186,7 @@ class RobotMetricsView(PrivateAPIView, APIView):
         state = state or {"connected": False, "reporting": False}
         metrics = {field: values[field] for field in METRIC_FIELDS}
         if settings.TELEMETRY_PUBLISH_ON_READ:
-            signals.metrics_published.send(
-                sender=RobotMetricsView, robot_id=robot.robot_id, metrics=dict(metrics), published_at=time.time()
-            )
+            publishing.publish_on_read(RobotMetricsView, robot.robot_id, metrics)
         return Response(
             {
                 "robot_id": robot.robot_id,
