@@ -13,25 +13,27 @@ logger = logging.getLogger(__name__)
 ROW_ERRORS = (IntegrityError, DataError)
 
 
-def insert_rows(model: type[models.Model], rows: list[models.Model], batch_size: int = 500) -> int:
-    """Insert `rows`, each chunk in one statement; a chunk that fails is retried row by row. Returns rows skipped.
+def insert_rows(
+    model: type[models.Model], rows: list[models.Model], batch_size: int = 500, ignore_conflicts: bool = False
+) -> list[models.Model]:
+    """Insert `rows`, each chunk in one statement; a chunk that fails is retried row by row. Returns the rows skipped.
 
     Call it inside a transaction: each attempt runs in a savepoint, so a failed one leaves the rest intact.
     """
-    skipped = 0
+    skipped = []
     for start in range(0, len(rows), batch_size):
         chunk = rows[start : start + batch_size]
         try:
             with transaction.atomic():
-                model.objects.bulk_create(chunk)
+                model.objects.bulk_create(chunk, ignore_conflicts=ignore_conflicts)
             continue
         except ROW_ERRORS:
             pass
         for row in chunk:
             try:
                 with transaction.atomic():
-                    model.objects.bulk_create([row])
+                    model.objects.bulk_create([row], ignore_conflicts=ignore_conflicts)
             except ROW_ERRORS as exc:
-                skipped += 1
+                skipped.append(row)
                 logger.warning("skipped a %s row that could not be inserted (%s): %r", model.__name__, exc, row)
     return skipped

@@ -32,6 +32,7 @@ from telemetry.credentials import get_cache
 from telemetry.frame_rate import FrameRate
 from telemetry.frames import PING, Batch, FrameError, Telemetry
 from telemetry.ingest import accept_batch, accept_frame
+from telemetry.protocol import UnsupportedProtocol, choose_subprotocol
 from telemetry.revalidation import get_revalidation
 from telemetry.robots import is_valid_robot_id, robot_group
 from telemetry.signals import connection_closed, connection_established
@@ -110,6 +111,13 @@ class RobotConsumer(AsyncConsumer):
 
     async def _handshake(self) -> bool:
         robot_id = self.scope["url_route"]["kwargs"]["robot_id"]
+        try:
+            self.subprotocol = choose_subprotocol(self.scope.get("subprotocols") or [])
+        except UnsupportedProtocol as exc:
+            logger.warning("robot %r refused: %s", robot_id[:64], exc)
+            refusals.count(refusals.BAD_CREDENTIALS)  # every 403 is counted there
+            await self.base_send({"type": "websocket.close"})  # before accept: HTTP 403
+            return False
         credential = None
         if is_valid_robot_id(robot_id):
             # From this process's cache: no database round trip unless the robot is new to it.
@@ -160,7 +168,7 @@ class RobotConsumer(AsyncConsumer):
             await self._refuse(refusals.RECONNECTING_TOO_FAST, 4429, "rate_limited", error)
             return False
 
-        await self.base_send({"type": "websocket.accept"})
+        await self.base_send({"type": "websocket.accept", "subprotocol": self.subprotocol})
         self.flusher.open_session(self.connection_id, self.robot_pk, self.connected_at)
         connection_established.send(
             sender=RobotConsumer,
@@ -179,7 +187,7 @@ class RobotConsumer(AsyncConsumer):
     async def _refuse(self, reason: str, code: int, close_reason: str, error: dict | None = None) -> None:
         """Turn a robot away with a close code (which needs an accepted socket), storing and announcing nothing."""
         refusals.count(reason)
-        await self.base_send({"type": "websocket.accept"})
+        await self.base_send({"type": "websocket.accept", "subprotocol": self.subprotocol})
         if error is not None:
             await self._send(error)
         await self.base_send({"type": "websocket.close", "code": code, "reason": close_reason})

@@ -56,14 +56,19 @@ class DbBatch:
     seen: set[str] = field(default_factory=set)
     new_sessions: dict[str, dict] = field(default_factory=dict)
     closed_sessions: dict[str, dict] = field(default_factory=dict)
-    waiters: list[asyncio.Future] = field(default_factory=list)
+    # Backfill batches awaiting their commit, each with its samples (acked only if all of them are stored).
+    waiters: dict[asyncio.Future, list[TelemetrySample]] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(self.samples or self.seen or self.new_sessions or self.closed_sessions or self.waiters)
 
 
-def write_db_batch(batch: DbBatch, seen_at: datetime) -> None:
-    """One transaction: new sessions, closed sessions, history samples, last_seen_at."""
+class RowsSkipped(Exception):
+    """Some of a backfill batch's samples could not be stored: the batch gets no ack."""
+
+
+def write_db_batch(batch: DbBatch, seen_at: datetime) -> set[int]:
+    """One transaction: new sessions, closed sessions, samples, last_seen_at. Returns the skipped samples' id()."""
     with transaction.atomic():
         # A robot deleted while connected must not sink the whole batch on its foreign key.
         pks = {fields["robot_id"] for fields in batch.new_sessions.values()} | {s.robot_id for s in batch.samples}
@@ -74,10 +79,13 @@ def write_db_batch(batch: DbBatch, seen_at: datetime) -> None:
         insert_rows(RobotSession, sessions)
         for connection_id, fields in batch.closed_sessions.items():
             RobotSession.objects.filter(connection_id=connection_id).update(**fields)
-        insert_rows(TelemetrySample, [sample for sample in batch.samples if sample.robot_id in existing])
+        # A sample already stored (a backfill batch resent because its ack was lost) is skipped.
+        samples = [sample for sample in batch.samples if sample.robot_id in existing]
+        skipped = insert_rows(TelemetrySample, samples, ignore_conflicts=True)
         seen = sorted(batch.seen)
         for start in range(0, len(seen), 500):
             Robot.objects.filter(robot_id__in=seen[start : start + 500]).update(last_seen_at=seen_at)
+    return {id(sample) for sample in skipped}
 
 
 class Flusher:
@@ -238,7 +246,7 @@ class Flusher:
 
     async def _write_db(self, batch: DbBatch) -> None:
         try:
-            await database_sync_to_async(write_db_batch)(batch, _utc(time.time()))
+            skipped = await database_sync_to_async(write_db_batch)(batch, _utc(time.time()))
         except OperationalError as exc:
             # The database is busy or away: keep the batch and try again on the next flush.
             logger.warning("telemetry history write failed (%s); retrying", exc)
@@ -249,8 +257,13 @@ class Flusher:
                 if not waiter.done():
                     waiter.set_exception(exc)
         else:
-            for waiter in batch.waiters:
-                if not waiter.done():
+            for waiter, samples in batch.waiters.items():
+                if waiter.done():
+                    continue
+                if any(id(sample) in skipped for sample in samples):
+                    # The ack promises every frame is stored: without it the robot sends the batch again.
+                    waiter.set_exception(RowsSkipped())
+                else:
                     waiter.set_result(None)
         finally:
             self.db_task = None
@@ -266,7 +279,7 @@ class Flusher:
         pending.new_sessions = {**batch.new_sessions, **pending.new_sessions}
         for connection_id, fields in batch.closed_sessions.items():
             pending.closed_sessions.setdefault(connection_id, fields)
-        pending.waiters[:0] = batch.waiters
+        pending.waiters = {**batch.waiters, **pending.waiters}
 
     async def drain(self) -> None:
         """Flush everything now (shutdown, tests): Redis, then the database."""
@@ -324,13 +337,15 @@ def accept_frame(flusher: Flusher, connection, frame: Telemetry, now: float, bac
 
 def accept_batch(flusher: Flusher, connection, batch: Batch, now: float) -> asyncio.Future | None:
     """Take a backfill batch; the returned future resolves once its samples are committed."""
+    first = len(flusher.db.samples)
     for frame in batch.frames:
         accept_frame(flusher, connection, frame, now, backfill=True)
     if not batch.frames:
         return None
+    samples = flusher.db.samples[first:]
     maybe_publish(flusher, connection, max(batch.frames, key=lambda frame: frame.reported_at), now)
     waiter = asyncio.get_running_loop().create_future()
-    flusher.db.waiters.append(waiter)
+    flusher.db.waiters[waiter] = samples
     return waiter
 
 

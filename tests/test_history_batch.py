@@ -28,11 +28,11 @@ async def test_a_row_that_fails_to_insert_is_skipped_and_the_rest_of_its_batch_i
         TelemetrySample(robot_id=robot.pk, reported_at=NOW, seq=1, **METRICS) for robot in (r2d2, bb8)
     ]
     waiter = asyncio.get_running_loop().create_future()
-    flusher.db.waiters.append(waiter)
+    flusher.db.waiters[waiter] = flusher.db.samples[:]
 
     await flusher.start_db_flush(0.0, force=True)
 
-    assert waiter.result() is None  # the backfill that waited on this batch gets its ack
+    assert waiter.result() is None  # the backfill that waited on this batch, all of it stored, gets its ack
     sessions = await asyncio.to_thread(lambda: sorted(RobotSession.objects.values_list("connection_id", "robot_id")))
     assert sessions == [("ws_bb8_fresh", bb8.pk), ("ws_r2d2_taken", r2d2.pk)]
     assert await asyncio.to_thread(TelemetrySample.objects.count) == 2
