@@ -114,11 +114,33 @@ def sweep_levels(bench: Bench) -> list[int]:
     return [1000, 4000] if bench.quick else [1000, 2000, 4000, 6000, 8000]
 
 
+def bare_echo(bench: Bench, robots: list) -> dict:
+    """The bare `Echo:` ASGI app on stock daphne, under the same load as the robot route."""
+    server = bench.daphne_echo(bench.server_cpu)
+    try:
+        result = bench.loadgen(
+            {**_closed(f"ws://127.0.0.1:{server.port}", robots, bench), "echo": True}, bench.client_cpu
+        )
+    finally:
+        bench.stop(server)
+    return {
+        "case": "2 reference: bare echo on stock daphne",
+        "frames/s": result["frames_per_s"],
+        "ack p50 ms": _ms(result["p50_ms"]),
+        "ack p99 ms": _ms(result["p99_ms"]),
+    }
+
+
 def ingest(bench: Bench) -> list[dict]:
-    """The real robot route with everything on and a dashboard watching; then a paced sweep for the plot."""
+    """The real robot route with everything on and a dashboard watching; then a paced sweep for the plot.
+
+    Each run first measures the bare echo on stock daphne, right before the route, so the ratio
+    between the two comes from the same minute of a machine whose speed drifts.
+    """
     robots = bench.robots(CLIENTS)
+    reference = bare_echo(bench, robots)
+    rows = [reference]
     server = bench.fleet(bench.server_cpu)
-    rows = []
     dashboard = None
     try:
         spec = _closed(f"ws://127.0.0.1:{server.port}", robots, bench)
@@ -135,6 +157,8 @@ def ingest(bench: Bench) -> list[dict]:
             "rejected": load["rejected"],
             "server RSS growth MiB": _mib(server.rss() - rss_before),
         }
+        if reference["frames/s"]:
+            row["% of bare echo on daphne"] = round(100 * load["frames_per_s"] / reference["frames/s"], 1)
         if bench.floor:
             row["% of Channels echo"] = round(100 * load["frames_per_s"] / bench.floor, 1)
         rows.append(row)

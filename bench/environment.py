@@ -167,6 +167,16 @@ class Bench:
         self.wait_listening(process)
         return process
 
+    def daphne_echo(self, cpu: int | None = None) -> Process:
+        """bench.bare_echo on stock daphne: daphne's own defaults, none of fleet.serve's tuning."""
+        port = free_port()
+        env = self.child_env()
+        env.pop("DJANGO_SETTINGS_MODULE", None)
+        args = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "bench.bare_echo:application"]
+        process = self.spawn("daphne-bare-echo", args, env, port, cpu)
+        self.wait_listening(process)
+        return process
+
     def fleet(self, cpu: int | None = None, **extra: str) -> Process:
         port = free_port()
         env = self.child_env(**{**FLEET_ENV, **extra})
