@@ -66,7 +66,13 @@ class FleetWebSocketProtocol(WebSocketProtocol):
             self.maxMessagePayloadSize = limit
 
     def handle_reply(self, message):
-        if message.get("type") != "websocket.close" or self.state == self.STATE_CONNECTING:
+        kind = message.get("type")
+        if kind == "websocket.send" and self.state == self.STATE_OPEN and self._plain_frames():
+            text = message.get("text")
+            if text and not message.get("bytes"):  # (daphne raises on both; an empty text sends nothing)
+                self._send_text(text.encode())
+                return
+        if kind != "websocket.close" or self.state == self.STATE_CONNECTING:
             return super().handle_reply(message)
         # autobahn's sendClose only takes 1000 and 3000-4999, so 1001 (server_shutdown),
         # 1008 (protocol_error) and 1009 (too_large) from the app would raise; sendCloseFrame
@@ -90,3 +96,33 @@ class FleetWebSocketProtocol(WebSocketProtocol):
             self.trafficStats.outgoingOctetsWireLevel += len(data)
         elif self.state == self.STATE_CONNECTING or self.state == self.STATE_PROXY_CONNECTING:
             self.trafficStats.preopenOutgoingOctetsWireLevel += len(data)
+
+    def _plain_frames(self) -> bool:
+        """Whether a message goes out as one unmasked, uncompressed frame, untraced (as it always does here)."""
+        return not (
+            self._perMessageCompress
+            or self.autoFragmentSize
+            or self.maskServerFrames
+            or self.logFrames
+            or self.trackedTimings
+        )
+
+    def _send_text(self, payload: bytes) -> None:
+        """daphne's serverSend, autobahn's sendMessage and sendFrame for that case, in one step (RFC 6455 §5.2).
+
+        Six calls, five type assertions and a byte-by-byte header per ack were about 5% of the route's CPU;
+        tests check the bytes on the wire and the traffic counters against autobahn's own path.
+        """
+        length = len(payload)
+        stats = self.trafficStats
+        stats.outgoingWebSocketMessages += 1
+        stats.outgoingWebSocketFrames += 1
+        stats.outgoingOctetsAppLevel += length
+        stats.outgoingOctetsWebSocketLevel += length
+        if length <= 125:
+            header = bytes((0x81, length))
+        elif length <= 0xFFFF:
+            header = b"\x81\x7e" + length.to_bytes(2, "big")
+        else:
+            header = b"\x81\x7f" + length.to_bytes(8, "big")
+        self.sendData(header + payload)

@@ -8,9 +8,10 @@ import socket
 
 import pytest
 import txaio
-from autobahn.twisted.websocket import WebSocketAdapterProtocol
+from autobahn.twisted.websocket import WebSocketAdapterProtocol, WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket import protocol as autobahn_protocol
 from autobahn.websocket.xormasker import create_xor_masker
+from daphne.ws_protocol import WebSocketProtocol
 from twisted.internet import asyncioreactor, tcp
 from twisted.internet.protocol import Protocol
 from twisted.python import log as twisted_log
@@ -31,8 +32,21 @@ def fingerprint(function) -> str:
         (autobahn_protocol.WebSocketProtocol.sendData, "5dcca425b048b07e"),  # FleetWebSocketProtocol.sendData
         (WebSocketAdapterProtocol.dataReceived, "7997f762de218433"),  # FleetWebSocketProtocol.dataReceived
         (twisted_log.callWithLogger, "802f8564bca3531f"),  # fleet.serve.dispatch_socket_event
+        # FleetWebSocketProtocol._send_text does the work of these four for a plain text frame.
+        (autobahn_protocol.WebSocketProtocol.sendMessage, "048d6bcf0d712309"),
+        (autobahn_protocol.WebSocketProtocol.sendFrame, "89cc8b024c413aa0"),
+        (WebSocketProtocol.handle_reply, "5331423b1cf2016a"),
+        (WebSocketProtocol.serverSend, "345f21330d2a18ce"),
     ],
-    ids=["autobahn sendData", "autobahn dataReceived", "twisted callWithLogger"],
+    ids=[
+        "autobahn sendData",
+        "autobahn dataReceived",
+        "twisted callWithLogger",
+        "autobahn sendMessage",
+        "autobahn sendFrame",
+        "daphne handle_reply",
+        "daphne serverSend",
+    ],
 )
 def test_the_library_methods_fleet_overrides_are_the_ones_it_was_written_against(function, expected):
     assert fingerprint(function) == expected
@@ -149,3 +163,49 @@ def test_once_the_connection_is_closing_twisted_decides_what_is_still_written(co
     write_through(transport, b"late")
     assert read_all(peer) == b""  # not straight to the socket: into Twisted's queue, as before
     assert transport._tempDataLen == len(b"late")
+
+
+@pytest.fixture
+def protocol(connection):
+    """FleetWebSocketProtocol on a real TCP transport, past its handshake, as daphne leaves it."""
+    transport, peer = connection
+    factory = WebSocketServerFactory()
+    factory.protocol = FleetWebSocketProtocol
+    protocol = factory.buildProtocol(None)
+    protocol.makeConnection(transport)
+    protocol.state = protocol.STATE_OPEN
+    return protocol, peer
+
+
+def counters(protocol) -> dict:
+    return {name: value for name, value in vars(protocol.trafficStats).items() if name.startswith("outgoing")}
+
+
+@pytest.mark.parametrize("text", ["", "a", "x" * 125, "x" * 126, "é" * 40, "y" * 65_535, "z" * 65_536, "w" * 300_000])
+def test_a_text_message_goes_out_as_autobahn_would_send_it(protocol, text):
+    protocol, peer = protocol
+    assert protocol._plain_frames()  # so handle_reply below takes the one-step path
+    WebSocketServerProtocol.sendMessage(protocol, text.encode(), False)
+    theirs, their_counters = read_all_of(protocol, peer), counters(protocol)
+    protocol.trafficStats.reset()
+    protocol.handle_reply({"type": "websocket.send", "text": text})
+    if not text:  # daphne sends nothing for an empty text
+        assert read_all_of(protocol, peer) == b""
+        return
+    assert read_all_of(protocol, peer) == theirs
+    assert counters(protocol) == their_counters
+
+
+def read_all_of(protocol, peer: socket.socket) -> bytes:
+    received = read_all(peer)
+    while protocol.transport.reactor.writers:
+        protocol.transport.doWrite()
+        received += read_all(peer)
+    return received
+
+
+def test_a_message_with_both_text_and_bytes_is_refused_as_daphne_refuses_it(protocol):
+    protocol, peer = protocol
+    with pytest.raises(ValueError, match="both bytes and text"):
+        protocol.handle_reply({"type": "websocket.send", "text": "a", "bytes": b"b"})
+    assert read_all(peer) == b""
