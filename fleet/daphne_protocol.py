@@ -99,13 +99,8 @@ class FleetWebSocketProtocol(WebSocketProtocol):
 
     def _plain_frames(self) -> bool:
         """Whether a message goes out as one unmasked, uncompressed frame, untraced (as it always does here)."""
-        return not (
-            self._perMessageCompress
-            or self.autoFragmentSize
-            or self.maskServerFrames
-            or self.logFrames
-            or self.trackedTimings
-        )
+        options = (self._perMessageCompress, self.autoFragmentSize, self.maskServerFrames, self.logFrames)
+        return not any(options) and not self.trackedTimings
 
     def _send_text(self, payload: bytes) -> None:
         """daphne's serverSend, autobahn's sendMessage and sendFrame for that case, in one step (RFC 6455 §5.2).
