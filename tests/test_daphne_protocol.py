@@ -9,6 +9,7 @@ import socket
 import pytest
 import txaio
 from autobahn.twisted.websocket import WebSocketAdapterProtocol, WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.util import ObservableMixin
 from autobahn.websocket import protocol as autobahn_protocol
 from autobahn.websocket.xormasker import create_xor_masker
 from daphne.ws_protocol import WebSocketProtocol
@@ -37,6 +38,9 @@ def fingerprint(function) -> str:
         (autobahn_protocol.WebSocketProtocol.sendFrame, "89cc8b024c413aa0"),
         (WebSocketProtocol.handle_reply, "5331423b1cf2016a"),
         (WebSocketProtocol.serverSend, "345f21330d2a18ce"),
+        # FleetWebSocketProtocol.onMessageEnd skips the "message" event that fire() builds for no listener.
+        (autobahn_protocol.WebSocketProtocol.onMessageEnd, "efff2a43ca8540d0"),
+        (ObservableMixin.fire, "25429a670af93ea0"),
     ],
     ids=[
         "autobahn sendData",
@@ -46,6 +50,8 @@ def fingerprint(function) -> str:
         "autobahn sendFrame",
         "daphne handle_reply",
         "daphne serverSend",
+        "autobahn onMessageEnd",
+        "autobahn fire",
     ],
 )
 def test_the_library_methods_fleet_overrides_are_the_ones_it_was_written_against(function, expected):
@@ -209,3 +215,19 @@ def test_a_message_with_both_text_and_bytes_is_refused_as_daphne_refuses_it(prot
     with pytest.raises(ValueError, match="both bytes and text"):
         protocol.handle_reply({"type": "websocket.send", "text": "a", "bytes": b"b"})
     assert read_all(peer) == b""
+
+
+def test_a_whole_message_is_handed_to_daphne_once_and_listeners_still_hear_of_it(protocol):
+    protocol, _ = protocol
+    received, heard = [], []
+    protocol.onMessage = lambda payload, is_binary: received.append((payload, is_binary))
+    protocol.message_data, protocol.message_is_binary = [b'{"type":', b'"ping"}'], False
+    protocol.onMessageEnd()
+    assert received == [(b'{"type":"ping"}', False)]
+    assert protocol.message_data is None
+
+    protocol.on("message", lambda payload, is_binary: heard.append(payload))  # autobahn's own path again
+    protocol.message_data, protocol.message_is_binary = [b"x"], True
+    protocol.onMessageEnd()
+    assert received == [(b'{"type":"ping"}', False), (b"x", True)]
+    assert heard == [b"x"]
