@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 import json
 import time
 
 import pytest
+from daphne.ws_protocol import WebSocketProtocol
 
 from telemetry.models import RobotSession
 from tests.raw_socket import RawWebSocket
@@ -68,3 +71,17 @@ def test_a_robot_that_sends_but_never_answers_pings_is_dropped_within_the_idle_t
     assert dropped_after <= IDLE_TIMEOUT
     assert session is not None
     assert session.frames_accepted >= 2
+
+
+@pytest.mark.parametrize(
+    ("function", "expected"),
+    [
+        # BoundedProtocol.onMessage is daphne's without the reset of last_ping, which check_timeouts reads.
+        ("onMessage", "826cc86d0e2aeef0"),
+        ("check_timeouts", "0e2ee6816a93a598"),
+    ],
+)
+def test_the_daphne_methods_the_bounds_rely_on_are_the_ones_they_were_written_against(function, expected):
+    # A changed fingerprint means daphne changed: carry the change into fleet.socket_bounds, then update it.
+    source = inspect.getsource(getattr(WebSocketProtocol, function))
+    assert hashlib.sha256(source.encode()).hexdigest()[:16] == expected
