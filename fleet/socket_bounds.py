@@ -5,7 +5,8 @@
   TELEMETRY_MAX_PENDING_MESSAGES unprocessed messages close the socket with 1013 (try again later);
   the queued messages are dropped at once and the app hears `websocket.disconnect` with 1013.
 - **outgoing** (robot sockets only): what the app sends to a peer that reads nothing piles up in
-  Twisted's transport buffer. More than TELEMETRY_MAX_UNSENT_BYTES unsent closes it with 1013 too.
+  Twisted's transport buffer, behind a kernel send buffer fixed at KERNEL_SEND_BUFFER. More than
+  TELEMETRY_MAX_UNSENT_BYTES unsent closes it with 1013 too.
   Dashboards are left out: they have their own flow control (syncs) and a large snapshot is normal.
 - **pings**: daphne resets its ping timer on every incoming message, and autobahn cancels the pong
   timeout on any incoming data, so a socket that keeps sending but never reads was never timed out.
@@ -17,12 +18,15 @@
 from __future__ import annotations
 
 import logging
+import socket
 
 from django.conf import settings
 
 logger = logging.getLogger(__name__)
 
 OVERLOADED = 1013
+# Robot sockets carry small replies: far more than they ever need in flight.
+KERNEL_SEND_BUFFER = 128 * 1024
 MIN_PONG_TIMEOUT = 5
 # Only robot sockets get the outgoing bound (see above).
 BOUNDED_OUTGOING_PREFIX = b"/api/telemetry/ws/"
@@ -60,6 +64,12 @@ class BoundedProtocol:
 
     def onConnect(self, request):
         self.bounded_outgoing = request.path.encode("ascii", "replace").startswith(BOUNDED_OUTGOING_PREFIX)
+        if self.bounded_outgoing:
+            handle = getattr(self.transport, "getHandle", lambda: None)()
+            if isinstance(handle, socket.socket):
+                # A fixed kernel send buffer: Linux would otherwise grow it to 4 MiB for a peer that reads
+                # nothing, which holds that much more and hides it from the bound on unsent bytes.
+                handle.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, KERNEL_SEND_BUFFER)
         return super().onConnect(request)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
