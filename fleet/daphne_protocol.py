@@ -6,6 +6,7 @@ if the library changes under it.
 
 from __future__ import annotations
 
+import txaio
 from autobahn.websocket import protocol as autobahn_protocol
 from daphne.ws_protocol import WebSocketProtocol
 from twisted.internet import tcp
@@ -46,6 +47,23 @@ def write_through(transport, data: bytes) -> None:
         transport.write(data)  # its doWrite meets the same error and reports the lost connection
     elif sent < len(data):
         transport.write(data[sent:])
+
+
+def install_quiet_option_dump() -> None:
+    """Skip autobahn's pformat of each connection's 40-odd options for a debug line while debug is off.
+
+    _connectionMade formats them for every new connection whether or not the line is emitted: about 6%
+    of the server's CPU in a reconnect storm or a flood of bogus handshakes. With debug (or trace) on,
+    the options are formatted as before.
+    """
+    original = autobahn_protocol.pformat
+
+    def pformat_when_debugging(value, *args, **kwargs):
+        if txaio.get_global_log_level() in _DEBUG_LEVELS:
+            return original(value, *args, **kwargs)
+        return "(not formatted: debug logging is off)"
+
+    autobahn_protocol.pformat = pformat_when_debugging
 
 
 def install_fast_unmasking() -> None:

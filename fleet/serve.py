@@ -30,7 +30,7 @@ from daphne.server import Server
 from twisted.internet import asyncioreactor, defer, reactor
 from twisted.python import log as twisted_log
 
-from fleet.daphne_protocol import FleetWebSocketProtocol, install_fast_unmasking
+from fleet.daphne_protocol import FleetWebSocketProtocol, install_fast_unmasking, install_quiet_option_dump
 from fleet.socket_bounds import BoundedProtocol, ping_timings
 
 # CPython's defaults (700, 10, 10) run a young collection every 700 net allocations, so objects
@@ -80,6 +80,7 @@ class FleetServer(Server):
         # Listening is set up before the reactor runs, so no connection exists yet.
         self.ws_factory.protocol = BoundedFleetProtocol
         install_fast_unmasking()
+        install_quiet_option_dump()
         # autobahn's server default drops the TCP connection on a protocol failure, so a robot
         # that sends a message over the size limit would see 1006; send the close frame (1009).
         # Only a pong answers a ping (fleet.socket_bounds): incoming data no longer cancels its timeout.

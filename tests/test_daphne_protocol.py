@@ -18,7 +18,13 @@ from twisted.internet.protocol import Protocol
 from twisted.python import log as twisted_log
 from wsaccel.xormask import createXorMasker
 
-from fleet.daphne_protocol import FleetWebSocketProtocol, debug_enabled, install_fast_unmasking, write_through
+from fleet.daphne_protocol import (
+    FleetWebSocketProtocol,
+    debug_enabled,
+    install_fast_unmasking,
+    install_quiet_option_dump,
+    write_through,
+)
 
 
 def fingerprint(function) -> str:
@@ -63,6 +69,17 @@ def test_autobahn_creates_a_masker_per_frame_through_the_name_fleet_replaces(mon
     monkeypatch.setattr(autobahn_protocol, "create_xor_masker", autobahn_protocol.create_xor_masker)  # restored after
     install_fast_unmasking()
     assert autobahn_protocol.create_xor_masker is createXorMasker
+
+
+def test_autobahn_formats_each_connections_options_through_the_name_fleet_replaces(monkeypatch):
+    # Where the name is used: the options dump of every new connection (and two debug-only helpers).
+    assert "pformat" in autobahn_protocol.WebSocketProtocol._connectionMade.__code__.co_names
+    monkeypatch.setattr(autobahn_protocol, "pformat", autobahn_protocol.pformat)  # restored after
+    install_quiet_option_dump()
+    monkeypatch.setattr(txaio, "get_global_log_level", lambda: "info")
+    assert autobahn_protocol.pformat([("autoPingTimeout", 30, "Factory")]) == "(not formatted: debug logging is off)"
+    monkeypatch.setattr(txaio, "get_global_log_level", lambda: "debug")
+    assert autobahn_protocol.pformat([("autoPingTimeout", 30, "Factory")]) == "[('autoPingTimeout', 30, 'Factory')]"
 
 
 @pytest.mark.parametrize("length", [0, 1, 5, 127, 128, 200, 1000, 70_000])
