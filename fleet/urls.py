@@ -6,7 +6,7 @@ from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from fleet.health import healthz
-from telemetry.dashboard import dashboard_page
+from telemetry.views import dashboard_page
 
 urlpatterns = [
     path("", RedirectView.as_view(url="/dashboard/", permanent=False)),

@@ -39,7 +39,7 @@ class CounterAdmin(admin.ModelAdmin):
         return sparkline_svg(values) or "-"
 
     def has_add_permission(self, request) -> bool:
-        return False  # counters are created by inc_counter, never by hand
+        return False  # counters are created by inc_counters, never by hand
 
     def has_change_permission(self, request, obj=None) -> bool:
         return False
