@@ -108,7 +108,7 @@ class RobotConsumer(RobotGroupMember, AsyncConsumer):
             sender=RobotConsumer,
             robot_id=robot_id,
             connection_id=self.connection_id,
-            connected_at=self.connected_at,
+            timestamp=self.connected_at,
         )
         if retry_after > 0:
             self.leased = False
@@ -252,5 +252,5 @@ class RobotConsumer(RobotGroupMember, AsyncConsumer):
             duration_seconds=now - self.connected_at,
             reason=reason,
             close_code=code,
-            disconnected_at=now,
+            timestamp=now,
         )

@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 
+from telemetry import publishing
 from telemetry.frames import Batch, Telemetry
 from telemetry.history import DbBatch, utc
 from telemetry.models import TelemetrySample
-from telemetry.signals import metrics_published
 
 
 @dataclass
@@ -100,18 +100,15 @@ class IngestBuffer:
         self.rejected += count
 
     def _publish(self, robot_id: str, connection_id: str, frame: Telemetry, now: float) -> None:
-        """Send metrics_published at most once per TELEMETRY_PUBLISH_MIN_INTERVAL per robot (0: every frame)."""
+        """With TELEMETRY_PUBLISH_ON_INGEST, send metrics_published through the fleet-wide gate (publishing)."""
+        if not settings.TELEMETRY_PUBLISH_ON_INGEST:
+            return
         interval = settings.TELEMETRY_PUBLISH_MIN_INTERVAL
+        # This process's own clock first, so the gate costs Redis one call per robot per interval, not per frame.
         if interval > 0 and now - self.published_at.get(robot_id, float("-inf")) < interval:
             return
         self.published_at[robot_id] = now
-        metrics_published.send(
-            sender=IngestBuffer,
-            robot_id=robot_id,
-            metrics=dict(frame.metrics),
-            published_at=now,
-            connection_id=connection_id,
-        )
+        publishing.publish_on_ingest(IngestBuffer, robot_id, frame.metrics, now, connection_id)
 
     # --- per connection -----------------------------------------------------------------------
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 
 import redis
 from django.conf import settings
@@ -21,7 +20,7 @@ from rest_framework.views import APIView
 import fleet
 from fleet.api import since_until
 from fleet.openapi import SINCE_UNTIL, error
-from telemetry import latest, presence, signals
+from telemetry import latest, presence, publishing
 from telemetry.frames import METRICS
 from telemetry.models import Robot, TelemetrySample
 from telemetry.robots import is_valid_robot_id
@@ -136,7 +135,7 @@ class RobotMetricsView(APIView):
         summary="The robot's latest accepted metrics",
         description=(
             "Built from the robot's latest accepted frame. A successful read also sends the `metrics_published` "
-            "event when TELEMETRY_PUBLISH_ON_READ is on."
+            "event when TELEMETRY_PUBLISH_ON_READ is on, at most once per robot per TELEMETRY_PUBLISH_MIN_INTERVAL."
         ),
         responses={
             200: RobotMetricsSerializer,
@@ -157,9 +156,7 @@ class RobotMetricsView(APIView):
         state = state or {"connected": False, "reporting": False}
         metrics = {name: values[name] for name in METRICS}
         if settings.TELEMETRY_PUBLISH_ON_READ:
-            signals.metrics_published.send(
-                sender=RobotMetricsView, robot_id=robot.robot_id, metrics=dict(metrics), published_at=time.time()
-            )
+            publishing.publish_on_read(RobotMetricsView, robot.robot_id, metrics)
         return Response(
             {
                 "robot_id": robot.robot_id,

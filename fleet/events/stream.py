@@ -6,7 +6,6 @@ Callers never wait for Redis; buffering, drops and the one duplicate case: docs/
 from __future__ import annotations
 
 import atexit
-import json
 import logging
 import os
 import threading
@@ -16,6 +15,7 @@ from collections import deque
 import redis
 from django.conf import settings
 
+from fleet.events.envelope import stream_fields
 from fleet.redis import new_client
 
 logger = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ class EventPublisher:
         self._wakeup = threading.Event()
         self._idle = threading.Event()
         self._idle.set()
-        self._buffer: deque[tuple[str, str]] = deque()
+        self._buffer: deque[dict[str, str]] = deque()
         self._in_flight = 0
         self._drops_unreported = 0
         self.dropped = 0
@@ -51,7 +51,7 @@ class EventPublisher:
     def enqueue(self, envelope: dict) -> None:
         """Buffer one envelope for publishing. Never blocks on Redis, never raises."""
         try:
-            item = (envelope["type"], json.dumps(envelope, separators=(",", ":")))
+            item = stream_fields(envelope)
         except (TypeError, ValueError, KeyError):
             logger.exception("event %r is not serialisable; not published", envelope.get("type"))
             return
@@ -134,10 +134,10 @@ class EventPublisher:
                     logger.warning("event stream reachable again; %d events dropped so far", self.dropped)
                 backoff = 0.05
 
-    def _send(self, client: redis.Redis, batch: list[tuple[str, str]], drops: int) -> None:
+    def _send(self, client: redis.Redis, batch: list[dict[str, str]], drops: int) -> None:
         pipe = client.pipeline(transaction=False)
-        for event_type, data in batch:
-            pipe.xadd(self.stream, {"type": event_type, "data": data}, maxlen=self.maxlen, approximate=True)
+        for fields in batch:
+            pipe.xadd(self.stream, fields, maxlen=self.maxlen, approximate=True)
         if drops:
             pipe.incrby(DROPPED_KEY, drops)
         pipe.execute()
