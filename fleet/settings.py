@@ -208,6 +208,7 @@ Q_CLUSTER = {
     # Missed runs after downtime must not replay as a burst.
     "catch_up": False,
     "redis": REDIS_URL,
+    "broker_class": "fleet.cluster.RedisBroker",  # stops within 0.25 s instead of 1 s
     "save_limit": 250,
     "ack_failures": True,
     "label": "Django Q2",
@@ -226,7 +227,7 @@ LOGIN_REDIRECT_URL = "/dashboard/"
 REST_FRAMEWORK = {
     # Token first: an anonymous caller gets 401 with `WWW-Authenticate: Token`, not a bare 403.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "fleet.authentication.TokenOrBearerAuthentication",  # `Token <key>` or `Bearer <key>`
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],

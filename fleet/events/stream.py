@@ -1,6 +1,6 @@
 """The event stream: a bounded per-process buffer drained into Redis by one background thread.
 
-Callers never wait for Redis; buffering, drops and the one duplicate case: docs/architecture.md.
+Callers never wait for Redis; buffering, drops and the one duplicate case: docs/events.md.
 """
 
 from __future__ import annotations
