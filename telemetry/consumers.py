@@ -102,7 +102,7 @@ class RobotConsumer(RobotGroupMember, AsyncConsumer):
             retry_after = 0.0
             self.lease_refreshed_at = float("-inf")
 
-        await self.base_send({"type": "websocket.accept"})
+        await self.base_send({"type": "websocket.accept", "subprotocol": self.scope["robot_subprotocol"]})
         self.buffer.open(robot_id, self.robot_pk, self.connection_id, self.connected_at, leased=retry_after <= 0)
         connection_established.send(
             sender=RobotConsumer,

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 
+from telemetry.protocol import UnsupportedProtocol, choose_subprotocol
 from telemetry.robots import authenticate, is_valid_robot_id
+
+logger = logging.getLogger(__name__)
 
 
 def handshake_token(scope: dict) -> str | None:
@@ -21,7 +25,7 @@ def handshake_token(scope: dict) -> str | None:
 
 
 class RobotTokenMiddleware:
-    """Puts the authenticated robot in scope["robot"]; refuses any other handshake with HTTP 403."""
+    """Puts the robot and the chosen subprotocol in scope; refuses any other handshake with HTTP 403."""
 
     def __init__(self, inner) -> None:
         self.inner = inner
@@ -29,10 +33,15 @@ class RobotTokenMiddleware:
     async def __call__(self, scope, receive, send) -> None:
         robot_id = scope["url_route"]["kwargs"]["robot_id"]
         robot = None
-        if is_valid_robot_id(robot_id):
-            robot = await database_sync_to_async(authenticate)(robot_id, handshake_token(scope))
+        try:
+            subprotocol = choose_subprotocol(scope.get("subprotocols") or [])
+        except UnsupportedProtocol as exc:
+            logger.warning("robot %r refused: %s", robot_id[:64], exc)
+        else:
+            if is_valid_robot_id(robot_id):
+                robot = await database_sync_to_async(authenticate)(robot_id, handshake_token(scope))
         if robot is not None:
-            return await self.inner({**scope, "robot": robot}, receive, send)
+            return await self.inner({**scope, "robot": robot, "robot_subprotocol": subprotocol}, receive, send)
         message = await receive()
         if message["type"] == "websocket.connect":
             # Before accept, a close is an HTTP 403: nothing stored, no event.
