@@ -25,7 +25,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 TICK = 1.0
-REVOKED = 4403
 
 
 class Revalidation:
@@ -80,7 +79,7 @@ class Revalidation:
         reason = await get_cache().still_valid(connection.robot_id, connection.token_hash)
         connection.credentials_checked_at = now
         if reason is not None:
-            await connection.close_with(REVOKED, reason)
+            await connection.close_with(reason)  # 4403
 
 
 get_revalidation = per_loop(Revalidation)

@@ -108,7 +108,7 @@ async def test_rotation_in_another_process_reaches_this_cache_at_once(cache, rob
 async def test_revocation_in_another_process_reaches_this_cache_at_once(cache, robot):
     assert await cache.authenticate("r2d2", robot.token) is not None
 
-    in_another_process("from telemetry.robots import revoke_robot; revoke_robot('r2d2')")
+    in_another_process("from telemetry.robots import revoke_robots; revoke_robots(['r2d2'])")
 
     assert await forgotten(cache, "r2d2")
     assert await cache.authenticate("r2d2", robot.token) is None

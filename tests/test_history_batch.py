@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from telemetry.ingest import Flusher
+from telemetry.history import DbBatch, HistoryWriter
 from telemetry.models import RobotSession, TelemetrySample
 from telemetry.robots import create_robot
 
@@ -21,16 +21,14 @@ async def test_a_row_that_fails_to_insert_is_skipped_and_the_rest_of_its_batch_i
     bb8, _ = await asyncio.to_thread(create_robot, "bb8")
     # A connection id that is already taken: its insert fails on the unique constraint.
     await asyncio.to_thread(RobotSession.objects.create, connection_id="ws_r2d2_taken", robot=r2d2, connected_at=NOW)
-    flusher = Flusher()
-    flusher.open_session("ws_r2d2_taken", r2d2.pk, NOW.timestamp())
-    flusher.open_session("ws_bb8_fresh", bb8.pk, NOW.timestamp())
-    flusher.db.samples += [
-        TelemetrySample(robot_id=robot.pk, reported_at=NOW, seq=1, **METRICS) for robot in (r2d2, bb8)
-    ]
+    batch = DbBatch()
+    batch.open_session("ws_r2d2_taken", r2d2.pk, NOW.timestamp())
+    batch.open_session("ws_bb8_fresh", bb8.pk, NOW.timestamp())
+    batch.samples += [TelemetrySample(robot_id=robot.pk, reported_at=NOW, seq=1, **METRICS) for robot in (r2d2, bb8)]
     waiter = asyncio.get_running_loop().create_future()
-    flusher.db.waiters[waiter] = flusher.db.samples[:]
+    batch.waiters[waiter] = batch.samples[:]
 
-    await flusher.start_db_flush(0.0, force=True)
+    await HistoryWriter().start(batch, 0.0)
 
     assert waiter.result() is None  # the backfill that waited on this batch, all of it stored, gets its ack
     sessions = await asyncio.to_thread(lambda: sorted(RobotSession.objects.values_list("connection_id", "robot_id")))

@@ -11,8 +11,8 @@ from django.test import override_settings
 from django_q.models import Schedule
 
 from telemetry import presence
+from telemetry.history import SCHEDULE_NAME, SESSIONS_SCHEDULE_NAME, ensure_schedule, prune_samples, prune_sessions
 from telemetry.models import RobotSession, TelemetrySample
-from telemetry.retention import SCHEDULE_NAME, SESSIONS_SCHEDULE_NAME, ensure_schedule, prune_samples, prune_sessions
 
 pytestmark = pytest.mark.django_db
 
@@ -71,7 +71,7 @@ def test_migrating_registers_one_daily_prune_schedule_however_often_it_runs():
     schedules = Schedule.objects.filter(name=SCHEDULE_NAME)
     assert schedules.count() == 1
     schedule = schedules.get()
-    assert schedule.func == "telemetry.retention.prune_samples"
+    assert schedule.func == "telemetry.history.prune_samples"
     assert schedule.schedule_type == Schedule.DAILY
     assert schedule.repeats == -1
 
@@ -130,4 +130,4 @@ def test_migrating_registers_the_daily_session_prune_too():
     ensure_schedule()
 
     schedule = Schedule.objects.get(name=SESSIONS_SCHEDULE_NAME)
-    assert (schedule.func, schedule.schedule_type) == ("telemetry.retention.prune_sessions", Schedule.DAILY)
+    assert (schedule.func, schedule.schedule_type) == ("telemetry.history.prune_sessions", Schedule.DAILY)
