@@ -199,6 +199,9 @@ def hostile(bench: Bench) -> list[dict]:
         bench.stop(server)
     load = good["result"]
     closed = [a["closed_after_s"] for a in attacked["attackers"]]
+    if None in closed:
+        unclosed = [a for a in attacked["attackers"] if a["closed_after_s"] is None]
+        print(f"hostile: attackers not closed: {unclosed}", file=sys.stderr)
     by_kind = {
         kind: [a["closed_after_s"] for a in attacked["attackers"] if a["kind"] == kind] for kind in ("large", "errors")
     }

@@ -70,6 +70,11 @@ class BoundedProtocol:
                 # A fixed kernel send buffer: Linux would otherwise grow it to 4 MiB for a peer that reads
                 # nothing, which holds that much more and hides it from the bound on unsent bytes.
                 handle.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, KERNEL_SEND_BUFFER)
+            # Twisted's HTTP channel is still the transport's producer: past 64 KiB unsent it stops reading
+            # the socket, and a peer that reads nothing then sits there until its pings time out. The bounds
+            # here decide instead: reading goes on, and the socket is closed (1013) past TELEMETRY_MAX_UNSENT_BYTES.
+            if getattr(self.transport, "producer", None) is not None:
+                self.transport.unregisterProducer()
         return super().onConnect(request)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
