@@ -130,7 +130,8 @@ class SimulatedRobot:
                 stats.disconnects += 1
         elif event.kind == "connect_failed":
             stats.errors[event.reason] += 1
-            stats.handshake_rejected += event.code == 403
+            if event.code == 403:  # the client stops: the robot is unknown, inactive, or its token is wrong
+                stats.handshake_rejected += 1
         elif event.kind == "acked" and event.latency is not None:
             stats.latencies_ms.append(event.latency * 1000)
         elif event.kind == "rejected":
