@@ -168,20 +168,8 @@ def test_the_command_streams_writes_missions_and_prints_a_summary(daphne, redis_
 
 @pytest.mark.e2e
 def test_ctrl_c_stops_the_command_cleanly_with_a_summary(daphne):
-    command = subprocess.Popen(
-        [sys.executable, "manage.py", "simulate_fleet", "--robots", "2", "--rate", "5", "--url", daphne.ws_url],
-        cwd=BASE_DIR,
-        env=child_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    command = start_simulator(daphne.ws_url, "--robots", "2")
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            line = command.stdout.readline()
-            if "connected 2/2" in line:
-                break
         command.send_signal(signal.SIGINT)
         output = command.communicate(timeout=20)[0]
     finally:
@@ -191,6 +179,27 @@ def test_ctrl_c_stops_the_command_cleanly_with_a_summary(daphne):
     assert int(table["frames submitted"]) > 0
     assert table["frames acked"] == table["frames submitted"]
     assert table["frames still buffered"] == "0"
+
+
+@pytest.mark.e2e
+def test_the_first_ctrl_c_waits_for_acks_and_a_second_quits_at_once(daphne):
+    command = start_simulator(daphne.ws_url, "--robots", "2")
+    daphne.signal(signal.SIGSTOP)  # a service that stops answering: the robots' frames stay unacked
+    try:
+        time.sleep(0.5)
+        command.send_signal(signal.SIGINT)
+        time.sleep(0.5)
+        assert command.poll() is None  # still waiting for the acks
+        command.send_signal(signal.SIGINT)
+        started = time.monotonic()
+        output = command.communicate(timeout=20)[0]
+    finally:
+        daphne.signal(signal.SIGCONT)
+        command.kill()
+    assert time.monotonic() - started < 2
+    assert command.returncode == 130, output
+    assert output.endswith("CommandError: Quit at once: frames not yet acknowledged were abandoned.\n")
+    assert "frames submitted" not in output
 
 
 @pytest.mark.e2e

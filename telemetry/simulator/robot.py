@@ -71,6 +71,10 @@ class SimulatedRobot:
         try:
             await self._stream()
             await self.client.flush(timeout=self.config.flush_timeout)
+        except asyncio.CancelledError:
+            # Cut off (a second Ctrl-C, or past the run's deadline): no closing handshake to wait for.
+            self.client.interrupt()
+            raise
         finally:
             await self.client.close()
             if self.connected:  # close() ends the connection without an event

@@ -131,7 +131,11 @@ class Command(BaseCommand):
         if options["verbosity"] < 2:
             # Each robot's client logs its connects and reconnects; the progress line sums them up.
             logging.getLogger("fleet_client").setLevel(logging.WARNING)
-        stats = asyncio.run(self._run(config, credentials, options["missions"]))
+        try:
+            stats = asyncio.run(self._run(config, credentials, options["missions"]))
+        except asyncio.CancelledError:
+            # The second Ctrl-C: the robots were cut off, so there is no honest summary to print.
+            raise CommandError("Quit at once: frames not yet acknowledged were abandoned.", returncode=130) from None
         self._report_replaced(stats)
         self._summary(stats)
         if stats.gave_up:
