@@ -1,17 +1,22 @@
 from __future__ import annotations
 
 from django.contrib import admin
+from django.contrib.auth.views import LoginView
 from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from fleet.health import healthz
+from fleet.login_throttle import throttle_logins
 from telemetry.dashboard import dashboard_page
 
 urlpatterns = [
     path("", RedirectView.as_view(url="/dashboard/", permanent=False)),
     path("healthz", healthz, name="healthz"),
     path("dashboard/", dashboard_page, name="dashboard"),
+    # The login views, throttled; listed before the includes that also route them.
+    path("admin/login/", throttle_logins(admin.site.login)),
+    path("api/auth/login/", throttle_logins(LoginView.as_view(template_name="rest_framework/login.html"))),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),

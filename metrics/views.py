@@ -1,4 +1,8 @@
-"""`/metrics`: the Prometheus text exposition, optionally behind a bearer token."""
+"""`/metrics`: the Prometheus text exposition, behind a bearer token unless anonymous scrapes are allowed.
+
+Without METRICS_BEARER_TOKEN, it answers anyone only when METRICS_ALLOW_ANONYMOUS is on (the default
+in debug only): the counts, robot IDs and Redis health it shows are not for the public.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ from metrics.prometheus import exposition
 def _authorized(request: HttpRequest) -> bool:
     token = settings.METRICS_BEARER_TOKEN
     if not token:
-        return True
+        return settings.METRICS_ALLOW_ANONYMOUS
     scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
     # Constant-time, so response timing doesn't reveal how much of a guess was right.
     return scheme.lower() == "bearer" and hmac.compare_digest(presented.strip().encode(), token.encode())
@@ -24,7 +28,10 @@ def _authorized(request: HttpRequest) -> bool:
 @require_GET
 def metrics_view(request: HttpRequest) -> HttpResponse:
     if not _authorized(request):
-        response = HttpResponse("401 Unauthorized: send Authorization: Bearer <METRICS_BEARER_TOKEN>\n", status=401)
+        hint = "send Authorization: Bearer <METRICS_BEARER_TOKEN>"
+        if not settings.METRICS_BEARER_TOKEN:
+            hint = "set METRICS_BEARER_TOKEN (or METRICS_ALLOW_ANONYMOUS=1) on the server, then " + hint
+        response = HttpResponse(f"401 Unauthorized: {hint}\n", status=401)
         response["WWW-Authenticate"] = 'Bearer realm="metrics"'
         response["Content-Type"] = "text/plain; charset=utf-8"
         return response

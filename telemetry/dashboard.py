@@ -29,7 +29,6 @@ from channels.auth import AuthMiddlewareStack
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from channels.layers import get_channel_layer
-from channels.security.websocket import AllowedHostsOriginValidator
 from django.conf import settings
 from django.contrib.admin.views.decorators import staff_member_required
 from django.http import HttpRequest, HttpResponse
@@ -37,6 +36,7 @@ from django.shortcuts import render
 from django.urls import path
 from prometheus_client.core import CounterMetricFamily
 
+from fleet.origins import DashboardOriginValidator
 from fleet.redis import get_async_client, get_client
 from telemetry import latest, presence
 from telemetry.models import Robot
@@ -221,6 +221,6 @@ def dashboard_page(request: HttpRequest) -> HttpResponse:
 
 
 websocket_urlpatterns = [
-    # Browsers authenticate with their session, so the Origin must be one of ours.
-    path("api/telemetry/fleet/ws", AllowedHostsOriginValidator(AuthMiddlewareStack(DashboardConsumer.as_asgi()))),
+    # Browsers authenticate with their session, so the Origin must be one of ours (DASHBOARD_ALLOWED_ORIGINS).
+    path("api/telemetry/fleet/ws", DashboardOriginValidator(AuthMiddlewareStack(DashboardConsumer.as_asgi()))),
 ]
