@@ -3,14 +3,20 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The whole dependency tree, pinned with hashes; `make lock` refreshes it from requirements*.txt.
+LOCK := requirements.lock
 
-.PHONY: run test format lint bench soak clean
+.PHONY: run test format lint bench soak lock clean
 
-# Reinstall only when the requirements change.
-$(STAMP): requirements.txt requirements-dev.txt
+# Reinstall only when the lock changes. --require-hashes: nothing outside the lock, nothing altered.
+$(STAMP): $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes -r $(LOCK)
+	$(BIN)/python -m pip check
 	touch $@
+
+# Local use: debug on unless DJANGO_DEBUG says otherwise (it is off by default everywhere else).
+run bench soak: export DJANGO_DEBUG ?= 1
 
 run: $(STAMP)
 	$(BIN)/python manage.py runfleet $(ARGS)
@@ -30,6 +36,11 @@ bench: $(STAMP)
 
 soak: $(STAMP)
 	$(BIN)/python -m bench.soak $(ARGS)
+
+# Resolve requirements-dev.txt (which includes requirements.txt) into the hashed lock.
+lock: $(STAMP)
+	CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe \
+		--strip-extras --no-emit-find-links --no-emit-index-url --output-file $(LOCK) requirements-dev.txt
 
 clean:
 	rm -rf $(VENV) var
