@@ -13,7 +13,7 @@ import urllib.request
 
 import psutil
 import pytest
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus, InvalidURI
 
@@ -193,7 +193,7 @@ async def test_a_rolling_restart_loses_no_acknowledged_frame(stack, robots, tls)
     stop.set()
     await asyncio.wait_for(asyncio.gather(*streaming), 60)
 
-    stored = await sync_to_async(stored_seqs)([robot.robot_id for robot in robots])
+    stored = await database_sync_to_async(stored_seqs)([robot.robot_id for robot in robots])
     acked = {robot.robot_id: robot.acked for robot in robots}
 
     assert exits == [0, 0]
