@@ -212,11 +212,16 @@ REDIS_CONNECT_TIMEOUT = envfloat("REDIS_CONNECT_TIMEOUT", "0.5")
 REDIS_SOCKET_TIMEOUT = envfloat("REDIS_SOCKET_TIMEOUT", "0.5")
 REDIS_MAX_CONNECTIONS = envint("REDIS_MAX_CONNECTIONS", "1000", minimum=1)
 
-_CHANNELS_HOST = {
-    "address": REDIS_URL,
-    "max_connections": REDIS_MAX_CONNECTIONS,
-    "socket_connect_timeout": REDIS_CONNECT_TIMEOUT,
-}
+# The channel layers may have Redis servers of their own (docs/scaling.md): channels-redis shards
+# channels and groups over its hosts by consistent hashing. Default: the one REDIS_URL.
+CHANNELS_REDIS_URLS = envlist("CHANNELS_REDIS_URLS", "") or [REDIS_URL]
+for _url in CHANNELS_REDIS_URLS:
+    if urlsplit(_url).scheme not in {"redis", "rediss", "unix"}:
+        raise ImproperlyConfigured(f"CHANNELS_REDIS_URLS must list redis://, rediss:// or unix:// URLs; got {_url!r}")
+_CHANNELS_HOSTS = [
+    {"address": url, "max_connections": REDIS_MAX_CONNECTIONS, "socket_connect_timeout": REDIS_CONNECT_TIMEOUT}
+    for url in CHANNELS_REDIS_URLS
+]
 CHANNEL_LAYERS = {
     # Robot sockets' own messages (robot.replace, robot.revoke): rare, and kept in Redis until read.
     "default": {
@@ -227,7 +232,7 @@ CHANNEL_LAYERS = {
             # completes; channels-redis' receive() then pops on forever and its consumer never ends.
             # The blocking pops wait 5 s on the server; callers that must not wait on a hung Redis
             # bound their own calls.
-            "hosts": [{**_CHANNELS_HOST, "socket_timeout": None}],
+            "hosts": [{**host, "socket_timeout": None} for host in _CHANNELS_HOSTS],
             "capacity": envint("CHANNELS_CAPACITY", "500", minimum=1),
             # expiry bounds what a vanished consumer leaves behind.
             "expiry": 60,
@@ -242,7 +247,7 @@ CHANNEL_LAYERS = {
         "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
         # Its receive() reads a local queue, which a cancellation always ends, so it keeps a socket
         # timeout: the flusher's publish to a hung Redis gives up after 10 s.
-        "CONFIG": {"hosts": [{**_CHANNELS_HOST, "socket_timeout": 10}]},
+        "CONFIG": {"hosts": [{**host, "socket_timeout": 10} for host in _CHANNELS_HOSTS]},
     },
 }
 

@@ -40,6 +40,7 @@ def load_settings(*names: str, **env: str) -> subprocess.CompletedProcess:
         ({"DASHBOARD_ALLOWED_ORIGINS": "fleet.example.com"}, "DASHBOARD_ALLOWED_ORIGINS must list exact origins"),
         ({"METRICS_ALLOW_ANONYMOUS": "sure"}, "METRICS_ALLOW_ANONYMOUS must be one of"),
         ({"ROBOTS_REQUIRE_TLS": "sure"}, "ROBOTS_REQUIRE_TLS must be one of"),
+        ({"CHANNELS_REDIS_URLS": "redis://a:6379,http://b"}, "CHANNELS_REDIS_URLS must list redis://"),
     ],
 )
 def test_it_refuses_bad_values_naming_the_variable(env, message):
@@ -134,3 +135,17 @@ def test_explicit_dashboard_origins_are_kept_as_given():
         DASHBOARD_ALLOWED_ORIGINS="https://ops.example.com, https://fleet.example.com:8443",
     )
     assert result.stdout.splitlines() == ["['https://ops.example.com', 'https://fleet.example.com:8443']"]
+
+
+def test_the_channel_layers_shard_over_their_own_redis_servers_when_given():
+    show = "[[host['address'] for host in layer['CONFIG']['hosts']] for layer in settings.CHANNEL_LAYERS.values()]"
+    result = subprocess.run(
+        [sys.executable, "-c", f"import django; django.setup(); from django.conf import settings; print({show})"],
+        cwd=BASE_DIR,
+        env=child_env(CHANNELS_REDIS_URLS="redis://10.0.0.1:6379/0, redis://10.0.0.2:6379/0"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    hosts = ["redis://10.0.0.1:6379/0", "redis://10.0.0.2:6379/0"]
+    assert result.stdout.splitlines() == [repr([hosts, hosts])], result.stderr
