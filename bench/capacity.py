@@ -107,7 +107,8 @@ def run(bench: Bench) -> list[dict]:
         "url": f"ws://127.0.0.1:{server.port}",
         "robots": robots,
         "rate": 1.0,
-        "duration": window + 10.0,
+        # Long enough to cover connecting, settling and the window, on a busy machine too.
+        "duration": window + 40.0,
         "warmup": 0.0,
     }
     dashboard = None
@@ -117,14 +118,17 @@ def run(bench: Bench) -> list[dict]:
         thread = threading.Thread(target=lambda: load.update(bench.loadgen(spec, bench.client_cpu)))
         thread.start()
         # Steady state: every robot connected and sending, the connection storm over.
-        deadline = time.monotonic() + 120
-        while client.zcard(presence.REPORTING) < count and time.monotonic() < deadline:
+        while client.zcard(presence.REPORTING) < count and thread.is_alive():
             time.sleep(0.5)
         time.sleep(2.0 if bench.quick else 5.0)
         before = _snapshot(client, server)
         time.sleep(window)
         after = _snapshot(client, server)
+        # The load must have run through the whole window, or the deltas mean nothing.
+        complete = thread.is_alive()
         thread.join()
+        if not complete:
+            raise RuntimeError(f"the load ended before the measurement window did: {load}")
     finally:
         if dashboard:
             dashboard.kill()
