@@ -103,3 +103,11 @@ def test_dashboard_origins_match_scheme_host_and_port_exactly(origin, allowed):
     from fleet.origins import origin_allowed
 
     assert origin_allowed(origin, ["https://fleet.example.com", "https://ops.example.com:*"]) is allowed
+
+
+def test_drf_throttles_key_on_the_client_address_never_on_a_raw_forwarded_header(rf):
+    from rest_framework.request import Request
+    from rest_framework.throttling import AnonRateThrottle
+
+    request = Request(rf.get("/api/telemetry/info", HTTP_X_FORWARDED_FOR="6.6.6.6", REMOTE_ADDR="198.51.100.1"))
+    assert AnonRateThrottle().get_ident(request) == "198.51.100.1"
