@@ -121,8 +121,11 @@ def run(bench: Bench) -> list[dict]:
         thread = threading.Thread(target=lambda: load.update(bench.loadgen(spec, bench.client_cpu)))
         thread.start()
         # Steady state: the robots connected and sending (a busy machine may turn a few away), the storm over.
-        reporting, grown_at = 0, time.monotonic()
-        while reporting < count and thread.is_alive() and time.monotonic() - grown_at < 5:
+        # Robots start sending once all have connected; then wait for the count to stop growing.
+        reporting, grown_at, deadline = 0, None, time.monotonic() + 180
+        while reporting < count and thread.is_alive() and time.monotonic() < deadline:
+            if grown_at is not None and time.monotonic() - grown_at > 5:
+                break
             time.sleep(0.5)
             now = client.zcard(presence.REPORTING)
             if now > reporting:
@@ -134,8 +137,8 @@ def run(bench: Bench) -> list[dict]:
         # The load must have run through the whole window, or the deltas mean nothing.
         complete = thread.is_alive()
         thread.join()
-        if not complete:
-            raise RuntimeError(f"the load ended before the measurement window did: {load}")
+        if not complete or after["accepted"] == before["accepted"]:
+            raise RuntimeError(f"no steady load through the measurement window: {str(load)[:500]}")
     finally:
         if dashboard:
             dashboard.kill()
