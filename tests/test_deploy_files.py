@@ -50,5 +50,5 @@ def test_the_systemd_units_start_the_web_processes_and_the_workers():
         "ExecStart=/srv/fleet/app/.venv/bin/python -m fleet.serve --bind 127.0.0.1 --port %i"
         in units["fleet-daphne@.service"]
     )
-    assert "ExecStart=/srv/fleet/app/.venv/bin/python manage.py qcluster" in units["fleet-qcluster.service"]
+    assert "ExecStart=/srv/fleet/app/.venv/bin/python -m fleet.qcluster" in units["fleet-qcluster.service"]
     assert "Wants=fleet-daphne@8001.service fleet-daphne@8002.service fleet-qcluster.service" in units["fleet.target"]

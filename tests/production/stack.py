@@ -123,7 +123,7 @@ class Stack:
             cwd=BASE_DIR, env=self.env, check=True, capture_output=True, timeout=300,
         )  # fmt: skip
         self.qcluster = ServerProcess(
-            [sys.executable, "manage.py", "qcluster"], self.env, self.directory / "qcluster.log"
+            [sys.executable, "-m", "fleet.qcluster"], self.env, self.directory / "qcluster.log"
         )
         for name in ("daphne_a", "daphne_b"):
             self.start_daphne(name, wait=False)
