@@ -9,9 +9,13 @@ LOCK := requirements.lock
 .PHONY: run test format lint bench soak lock clean
 
 # Reinstall only when the lock changes. --require-hashes: nothing outside the lock, nothing altered.
-$(STAMP): $(LOCK)
+# The robot client library is a package of its own (clients/python), installed editable and without
+# dependencies or build isolation (its dependency and setuptools are in the lock) so that the simulator and `python -m fleet_client` use the
+# checkout; it is not in the lock, which pins PyPI.
+$(STAMP): $(LOCK) clients/python/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e clients/python
 	$(BIN)/python -m pip check
 	touch $@
 

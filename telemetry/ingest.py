@@ -74,7 +74,8 @@ def write_db_batch(batch: DbBatch, seen_at: datetime) -> None:
             RobotSession.objects.filter(connection_id=connection_id).update(**fields)
         samples = [sample for sample in batch.samples if sample.robot_id in existing]
         if samples:
-            TelemetrySample.objects.bulk_create(samples, batch_size=500)
+            # A sample already stored (a backfill batch resent because its ack was lost) is skipped.
+            TelemetrySample.objects.bulk_create(samples, batch_size=500, ignore_conflicts=True)
         seen = sorted(batch.seen)
         for start in range(0, len(seen), 500):
             Robot.objects.filter(robot_id__in=seen[start : start + 500]).update(last_seen_at=seen_at)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from telemetry import views
+from telemetry import protocol, views
 
 # `str`, not a stricter pattern: a malformed robot_id still gets the API's JSON 404, not Django's HTML one.
 urlpatterns = [
@@ -11,4 +11,6 @@ urlpatterns = [
     path("api/telemetry/robots/<str:robot_id>/", views.RobotDetailView.as_view(), name="robot-detail"),
     path("api/telemetry/robots/<str:robot_id>/metrics", views.RobotMetricsView.as_view(), name="robot-metrics"),
     path("api/telemetry/robots/<str:robot_id>/history/", views.RobotHistoryView.as_view(), name="robot-history"),
+    path("api/telemetry/protocol/v1/", protocol.schema_index, name="protocol-index"),
+    path("api/telemetry/protocol/v1/<str:name>.json", protocol.schema_file, name="protocol-schema"),
 ]
