@@ -67,10 +67,10 @@ def ceilings(bench: Bench) -> list[dict]:
 
 def _dashboard_available() -> bool:
     try:
-        from telemetry import dashboard
+        from telemetry import routing
     except ImportError:
         return False
-    return bool(getattr(dashboard, "websocket_urlpatterns", None))
+    return any("fleet/ws" in str(route.pattern) for route in routing.websocket_urlpatterns)
 
 
 def _start_dashboard(bench: Bench, port: int):

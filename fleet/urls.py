@@ -10,7 +10,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from fleet.health import healthz
 from fleet.login_throttle import throttle_logins
-from telemetry.dashboard import dashboard_page
+from telemetry.views import dashboard_page
 
 
 def favicon(request: HttpRequest) -> HttpResponseRedirect:

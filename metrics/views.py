@@ -9,7 +9,7 @@ from __future__ import annotations
 import hmac
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -28,11 +28,11 @@ def _authorized(request: HttpRequest) -> bool:
 @require_GET
 def metrics_view(request: HttpRequest) -> HttpResponse:
     if not _authorized(request):
-        hint = "send Authorization: Bearer <METRICS_BEARER_TOKEN>"
+        # The API's error body, so a misconfigured scraper's log says what to send.
+        detail = "Send Authorization: Bearer <METRICS_BEARER_TOKEN>."
         if not settings.METRICS_BEARER_TOKEN:
-            hint = "set METRICS_BEARER_TOKEN (or METRICS_ALLOW_ANONYMOUS=1) on the server, then " + hint
-        response = HttpResponse(f"401 Unauthorized: {hint}\n", status=401)
+            detail = "Set METRICS_BEARER_TOKEN (or METRICS_ALLOW_ANONYMOUS=1) on the server, then s" + detail[1:]
+        response = JsonResponse({"detail": detail, "code": "not_authenticated"}, status=401)
         response["WWW-Authenticate"] = 'Bearer realm="metrics"'
-        response["Content-Type"] = "text/plain; charset=utf-8"
         return response
     return HttpResponse(exposition(), content_type=CONTENT_TYPE_LATEST)

@@ -9,11 +9,7 @@ class TelemetryConfig(AppConfig):
     verbose_name = "Telemetry"
 
     def ready(self) -> None:
-        from metrics.signals import aggregation_completed
-        from telemetry.dashboard import push_changed_counters
-        from telemetry.retention import ensure_schedule_after_migrate
+        from telemetry.history import ensure_schedule
 
-        # Dashboards see the mission counters move right after each aggregation run.
-        aggregation_completed.connect(push_changed_counters, dispatch_uid="telemetry.dashboard.counters")
         # Migrating (and so `runfleet`) creates the daily history prune, idempotently.
-        post_migrate.connect(ensure_schedule_after_migrate, sender=self, dispatch_uid="telemetry.retention.schedule")
+        post_migrate.connect(ensure_schedule, sender=self, dispatch_uid="telemetry.history.schedule")

@@ -1,4 +1,4 @@
-"""Prometheus collector for the robot fleet, read from Redis at scrape time (fleet-wide, every process summed)."""
+"""Prometheus collectors of the robot fleet, read from Redis at scrape time (fleet-wide, every process summed)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import redis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from fleet.redis import get_client
-from telemetry.ingest import frame_totals
+from telemetry.dashboard import COALESCED_KEY
+from telemetry.flusher import frame_totals
 from telemetry.presence import fleet_counts
 
 logger = logging.getLogger(__name__)
@@ -43,4 +44,19 @@ class FleetCollector:
         )
         for result in ("accepted", "rejected"):
             family.add_metric([result], frames[result])
+        yield family
+
+
+class FanoutCollector:
+    """telemetry_fanout_coalesced_total, fleet-wide from Redis."""
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "telemetry_fanout_coalesced", "Robot frames replaced by a newer one before a slow dashboard received them."
+        )
+        try:
+            family.add_metric([], int(get_client().get(COALESCED_KEY) or 0))
+        except redis.RedisError as exc:
+            logger.warning("telemetry_fanout_coalesced_total unavailable: %s", exc)
+            return
         yield family

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from numbers import Real
 
-METRICS_FIELDS = {"cpu_usage", "memory_usage", "network_latency_ms", "battery_percentage"}
+from telemetry.closes import CLOSE_REASONS
+from telemetry.frames import METRICS
+
+METRICS_FIELDS = set(METRICS)
 
 # event type -> {payload field: allowed types}. `float` fields also take ints (json has one number type).
 EVENT_SCHEMAS: dict[str, dict[str, tuple[type, ...]]] = {
@@ -35,17 +38,6 @@ EVENT_SCHEMAS: dict[str, dict[str, tuple[type, ...]]] = {
         "timestamp": (float,),
     },
     "telemetry.metrics_published": {"robot_id": (str,), "metrics": (dict,), "timestamp": (float,)},
-}
-
-CLOSE_REASONS = {
-    "client_disconnect",
-    "idle_timeout",
-    "protocol_error",
-    "too_large",
-    "rate_limited",
-    "replaced",
-    "revoked",
-    "server_shutdown",
 }
 
 

@@ -2,7 +2,8 @@
 "use strict";
 
 const WINDOW_SECONDS = 300;
-const METRICS = ["cpu_usage", "memory_usage", "network_latency_ms", "battery_percentage"];
+// The metric names, in chart order, as the page gives them (telemetry.frames.METRICS).
+const METRICS = JSON.parse(document.getElementById("metric-names").textContent);
 const robots = new Map(); // robot_id -> {row, state}
 let selected = null;
 let robotSeries = [[], [], [], [], []]; // t, cpu, memory, latency, battery
