@@ -389,6 +389,12 @@ def events(bench: Bench) -> list[dict]:
     return _numbered(7, module.run(bench.quick))
 
 
+def capacity(bench: Bench) -> list[dict]:
+    from bench import capacity as module
+
+    return module.run(bench)
+
+
 CASES = {
     "ceilings": ceilings,
     "ingest": ingest,
@@ -397,6 +403,8 @@ CASES = {
     "scaleout": scaleout,
     "aggregation": aggregation,
     "events": events,
+    # Alone: `make bench ARGS="--cases capacity"` (docs/scaling.md).
+    "capacity": capacity,
 }
 
 # Cases 8-10, the connection edge, live in their own module.
