@@ -331,5 +331,6 @@ METRICS_COLLECTORS = [
     "metrics.prometheus.CounterCollector",
     "fleet.events.prometheus.EventsCollector",
     "telemetry.prometheus.FleetCollector",
+    "telemetry.prometheus.AlertCollector",
     "telemetry.dashboard.FanoutCollector",
 ]

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from django.apps import AppConfig
-from django.db.models.signals import post_migrate
+from django.db.models.signals import post_migrate, post_save, pre_delete
 
 
 class TelemetryConfig(AppConfig):
@@ -10,10 +10,15 @@ class TelemetryConfig(AppConfig):
 
     def ready(self) -> None:
         from metrics.signals import aggregation_completed
+        from telemetry.alerts import rule_deleting, rule_saved
         from telemetry.dashboard import push_changed_counters
+        from telemetry.models import AlertRule
         from telemetry.retention import ensure_schedule_after_migrate
 
         # Dashboards see the mission counters move right after each aggregation run.
         aggregation_completed.connect(push_changed_counters, dispatch_uid="telemetry.dashboard.counters")
         # Migrating (and so `runfleet`) creates the daily history prune, idempotently.
         post_migrate.connect(ensure_schedule_after_migrate, sender=self, dispatch_uid="telemetry.retention.schedule")
+        # A disabled or deleted rule leaves no active alert behind.
+        post_save.connect(rule_saved, sender=AlertRule, dispatch_uid="telemetry.alerts.rule_saved")
+        pre_delete.connect(rule_deleting, sender=AlertRule, dispatch_uid="telemetry.alerts.rule_deleting")

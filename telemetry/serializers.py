@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from telemetry.models import Robot, TelemetrySample
+from telemetry.models import Alert, AlertRule, Robot, TelemetrySample, rule_errors
 
 
 class InfoSerializer(serializers.Serializer):
@@ -67,3 +67,33 @@ class TelemetrySampleSerializer(serializers.ModelSerializer):
 class ErrorSerializer(serializers.Serializer):
     detail = serializers.CharField()
     code = serializers.CharField()
+
+
+class AlertRuleSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = AlertRule
+        fields = ["id", "name", "metric", "op", "threshold", "for_seconds", "clear_threshold", "enabled"]
+
+    def validate(self, attrs: dict) -> dict:
+        merged = {field: getattr(self.instance, field, None) for field in ("metric", "op", "threshold")}
+        merged["clear_threshold"] = getattr(self.instance, "clear_threshold", None)
+        merged.update(attrs)
+        errors = rule_errors(merged["metric"], merged["op"], merged["threshold"] or 0.0, merged["clear_threshold"])
+        if errors:
+            raise serializers.ValidationError(errors)
+        return attrs
+
+
+class AlertSerializer(serializers.ModelSerializer):
+    rule = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    robot_id = serializers.CharField(source="robot.robot_id", read_only=True)
+    metric = serializers.CharField(source="rule.metric", read_only=True)
+    threshold = serializers.FloatField(source="rule.threshold", read_only=True)
+    active = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Alert
+        fields = ["id", "rule", "robot_id", "metric", "threshold", "active", "raised_at", "cleared_at", "value", "peak"]
+
+    def get_active(self, alert: Alert) -> bool:
+        return alert.cleared_at is None

@@ -1,10 +1,21 @@
-"""The six lifecycle events and the exact fields of their payloads (Charter v1.0)."""
+"""The six lifecycle events, the two alert events that extend them, and the exact fields of their payloads."""
 
 from __future__ import annotations
 
 from numbers import Real
 
 METRICS_FIELDS = {"cpu_usage", "memory_usage", "network_latency_ms", "battery_percentage"}
+
+# `value` is the metric's value (for `reporting`: seconds since the robot's last frame); `threshold`
+# is the level crossed (on clear: the clear threshold when the rule has one).
+ALERT_PAYLOAD: dict[str, tuple[type, ...]] = {
+    "rule": (str,),
+    "robot_id": (str,),
+    "metric": (str,),
+    "value": (float,),
+    "threshold": (float,),
+    "timestamp": (float,),
+}
 
 # event type -> {payload field: allowed types}. `float` fields also take ints (json has one number type).
 EVENT_SCHEMAS: dict[str, dict[str, tuple[type, ...]]] = {
@@ -35,6 +46,9 @@ EVENT_SCHEMAS: dict[str, dict[str, tuple[type, ...]]] = {
         "disconnected_at": (float,),
     },
     "telemetry.metrics_published": {"robot_id": (str,), "metrics": (dict,), "published_at": (float,)},
+    # Extensions of the Charter's six, in the same envelope (telemetry.alerts).
+    "telemetry.alert_raised": ALERT_PAYLOAD,
+    "telemetry.alert_cleared": ALERT_PAYLOAD,
 }
 
 CLOSE_REASONS = {

@@ -1,0 +1,370 @@
+"""Alert evaluation: decide when a rule's condition has held long enough to raise, and when it clears.
+
+Each process evaluates the robots whose latest values it just flushed (`AlertEvaluator.evaluate`);
+`reporting` rules are evaluated fleet-wide, once a second, by whichever process takes a short
+Redis lock (`evaluate_fleet`). The per-robot state of a rule (pending since, raised, peak) lives
+in one Redis hash per rule and changes only inside one Lua script, so however many processes
+evaluate the same robot, each raise and each clear is decided exactly once, and a restart
+neither forgets an active alert nor raises it again. The process that decides a transition
+writes its Alert row and sends the signal (`record`); the bridge turns it into an event.
+"""
+
+from __future__ import annotations
+
+import logging
+import operator
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import redis
+from django.conf import settings
+from django.db import IntegrityError, transaction
+
+from fleet.redis import get_async_client
+from telemetry import presence
+from telemetry.models import Alert, AlertRule, Robot
+from telemetry.signals import alert_cleared, alert_raised
+
+logger = logging.getLogger(__name__)
+
+RULES_TTL = 5.0  # seconds a process keeps its copy of the enabled rules
+FLEET_LOCK = "telemetry:alerts:fleet_lock"
+FLEET_LOCK_MS = 800  # shorter than the once-a-second fleet-wide tick, so a dead holder delays one tick at most
+
+# Result of a condition for one robot: past the threshold, between threshold and clear level, healthy.
+HOLDS, BAND, HEALTHY = 1, 0, -1
+_COMPARE: dict[str, Callable[[float, float], bool]] = {
+    "lt": operator.lt,
+    "le": operator.le,
+    "gt": operator.gt,
+    "ge": operator.ge,
+}
+# The healthy side of a clear level: `lt 20, clear 25` clears at 25 and above.
+_CLEARS: dict[str, Callable[[float, float], bool]] = {
+    "lt": operator.ge,
+    "le": operator.gt,
+    "gt": operator.le,
+    "ge": operator.lt,
+}
+
+
+def state_key(rule_pk: int) -> str:
+    """HASH robot_id -> JSON {"s": "p" (pending) | "r" (raised), "since", "peak"} of one rule."""
+    return f"telemetry:alerts:{rule_pk}"
+
+
+# ARGV: now, then per rule: its key, for_seconds, direction (1: higher is worse), n, then n triples
+# (robot_id, condition, value). Returns {codes, transitions}: per triple the state after it ("p",
+# "r" or "-"), and per raise/clear {key, robot_id, "raise"|"clear", value, peak}. Numbers go back
+# as strings: Redis would truncate a Lua number to an integer.
+EVALUATE_SCRIPT = """
+local now = tonumber(ARGV[1])
+local codes, transitions = {}, {}
+local i = 2
+while i <= #ARGV do
+  local key, hold, dir, n = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
+  i = i + 4
+  for _ = 1, n do
+    local robot, cond, value = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
+    i = i + 3
+    local raw = redis.call('HGET', key, robot)
+    local st = nil
+    local dirty = false
+    if raw then st = cjson.decode(raw) end
+    if st == nil then
+      if cond == 1 then st = {s = 'p', since = now, peak = value}; dirty = true end
+    elseif st.s == 'p' then
+      if cond == 1 then
+        if (value - st.peak) * dir > 0 then st.peak = value; dirty = true end
+      else
+        st = nil; dirty = true
+      end
+    else
+      if cond == -1 then
+        table.insert(transitions, {key, robot, 'clear', tostring(value), tostring(st.peak)})
+        st = nil; dirty = true
+      elseif cond == 1 and (value - st.peak) * dir > 0 then
+        st.peak = value; dirty = true
+      end
+    end
+    if st ~= nil and st.s == 'p' and now - st.since >= hold then
+      st.s = 'r'; dirty = true
+      table.insert(transitions, {key, robot, 'raise', tostring(value), tostring(st.peak)})
+    end
+    if dirty then
+      if st == nil then redis.call('HDEL', key, robot) else redis.call('HSET', key, robot, cjson.encode(st)) end
+    end
+    table.insert(codes, st == nil and '-' or st.s)
+  end
+end
+return {codes, transitions}
+"""
+
+
+@dataclass(frozen=True)
+class Rule:
+    pk: int
+    name: str
+    metric: str
+    op: str
+    threshold: float
+    for_seconds: float
+    clear_threshold: float | None
+
+    @classmethod
+    def of(cls, rule: AlertRule) -> Rule:
+        return cls(rule.pk, rule.name, rule.metric, rule.op, rule.threshold, rule.for_seconds, rule.clear_threshold)
+
+    @property
+    def direction(self) -> int:
+        """1 when higher values are worse (gt, ge, and seconds of silence), -1 when lower ones are."""
+        return -1 if self.op in ("lt", "le") else 1
+
+    def condition(self, value: float) -> int:
+        if _COMPARE[self.op](value, self.threshold):
+            return HOLDS
+        if self.clear_threshold is None or _CLEARS[self.op](value, self.clear_threshold):
+            return HEALTHY
+        return BAND
+
+
+@dataclass(frozen=True)
+class Transition:
+    rule: Rule
+    robot_id: str
+    kind: str  # "raise" or "clear"
+    value: float
+    peak: float
+    at: float
+
+    @property
+    def threshold(self) -> float:
+        """The level crossed: the clear threshold on a clear, when the rule has one."""
+        if self.kind == "clear" and self.rule.clear_threshold is not None:
+            return self.rule.clear_threshold
+        return self.rule.threshold
+
+    def message(self) -> dict:
+        """The dashboards' `{"type": "alert", ...}` message."""
+        return {
+            "type": "alert",
+            "state": "raised" if self.kind == "raise" else "cleared",
+            "rule": self.rule.name,
+            "robot_id": self.robot_id,
+            "metric": self.rule.metric,
+            "value": self.value,
+            "threshold": self.threshold,
+            "timestamp": self.at,
+        }
+
+
+def _rules() -> list[Rule]:
+    return [Rule.of(rule) for rule in AlertRule.objects.filter(enabled=True).order_by("pk")]
+
+
+class AlertEvaluator:
+    """One process's view of the enabled rules and of which robots have alert state in Redis."""
+
+    def __init__(self) -> None:
+        self.rules: list[Rule] = []
+        self.rules_loaded_at = float("-inf")
+        # rule pk -> {robot_id: "p" | "r"}, as this process last saw it. Robots without state whose
+        # condition does not hold need no round trip; refresh_state() learns of other processes' state.
+        self.state: dict[int, dict[str, str]] = {}
+
+    @property
+    def metric_rules(self) -> list[Rule]:
+        return [rule for rule in self.rules if rule.metric != "reporting"]
+
+    @property
+    def reporting_rules(self) -> list[Rule]:
+        return [rule for rule in self.rules if rule.metric == "reporting"]
+
+    def set_rules(self, rules: list[Rule], now: float) -> None:
+        self.rules = rules
+        self.rules_loaded_at = now
+        self.state = {rule.pk: self.state.get(rule.pk, {}) for rule in rules}
+
+    async def load_rules(self, now: float) -> None:
+        """Re-read the enabled rules when this process's copy is older than RULES_TTL."""
+        if now - self.rules_loaded_at < RULES_TTL:
+            return
+        from channels.db import database_sync_to_async
+
+        self.set_rules(await database_sync_to_async(_rules)(), now)
+
+    async def refresh_state(self, client=None) -> None:
+        """Learn which robots have state for each rule, whichever process wrote it."""
+        if not self.rules:
+            return
+        client = client or get_async_client()
+        pipe = client.pipeline(transaction=False)
+        for rule in self.rules:
+            pipe.hgetall(state_key(rule.pk))
+        for rule, raw in zip(self.rules, await pipe.execute(), strict=True):
+            self.state[rule.pk] = {robot.decode(): _state_code(value) for robot, value in raw.items()}
+
+    def pending_robots(self) -> set[str]:
+        """Robots with a pending metric alert: re-evaluated without a new frame, so for_seconds can elapse."""
+        return {robot for rule in self.metric_rules for robot, code in self.state[rule.pk].items() if code == "p"}
+
+    async def evaluate(self, values: Mapping[str, Mapping[str, float]], now: float, client=None) -> list[Transition]:
+        """Raise and clear the metric rules' alerts of these robots, given their latest metrics."""
+        checks = []
+        for rule in self.metric_rules:
+            known = self.state[rule.pk]
+            triples = []
+            for robot_id, metrics in values.items():
+                value = metrics[rule.metric]
+                condition = rule.condition(value)
+                if condition == HOLDS or robot_id in known:
+                    triples.append((robot_id, condition, value))
+            if triples:
+                checks.append((rule, triples))
+        return await self._run(checks, now, client)
+
+    async def evaluate_fleet(self, now: float, client=None) -> list[Transition]:
+        """The `reporting` rules over every robot that ever reported, by one process per tick (a short lock)."""
+        rules = self.reporting_rules
+        if not rules:
+            return []
+        client = client or get_async_client()
+        if not await client.set(FLEET_LOCK, "1", nx=True, px=FLEET_LOCK_MS):
+            return []
+        await self.refresh_state(client)
+        cutoff = now - settings.TELEMETRY_STALE_AFTER
+        silent = {
+            robot.decode(): score
+            for robot, score in await client.zrangebyscore(presence.REPORTING, "-inf", cutoff, withscores=True)
+        }
+        known = {robot for rule in rules for robot in self.state[rule.pk]} - silent.keys()
+        scores = dict(zip(known, await client.zmscore(presence.REPORTING, list(known)), strict=True)) if known else {}
+        checks = []
+        for rule in rules:
+            triples = [(robot_id, HOLDS, now - at) for robot_id, at in silent.items()]
+            for robot_id in self.state[rule.pk]:
+                at = scores.get(robot_id)
+                if robot_id not in silent and at is not None:
+                    triples.append((robot_id, HEALTHY, max(now - at, 0.0)))
+            if triples:
+                checks.append((rule, triples))
+        return await self._run(checks, now, client)
+
+    async def _run(
+        self, checks: list[tuple[Rule, list[tuple[str, int, float]]]], now: float, client
+    ) -> list[Transition]:
+        if not checks:
+            return []
+        args: list = [now]
+        for rule, triples in checks:
+            args += [state_key(rule.pk), rule.for_seconds, rule.direction, len(triples)]
+            for triple in triples:
+                args += triple
+        codes, raw = await (client or get_async_client()).eval(EVALUATE_SCRIPT, 0, *args)
+        codes = iter(codes)
+        for rule, triples in checks:
+            known = self.state[rule.pk]
+            for robot_id, _, _ in triples:
+                code = next(codes).decode()
+                if code == "-":
+                    known.pop(robot_id, None)
+                else:
+                    known[robot_id] = code
+        by_key = {state_key(rule.pk): rule for rule, _ in checks}
+        return [
+            Transition(by_key[key.decode()], robot.decode(), kind.decode(), float(value), float(peak), now)
+            for key, robot, kind, value, peak in raw
+        ]
+
+
+def _state_code(raw: bytes) -> str:
+    return "r" if b'"s":"r"' in raw else "p"
+
+
+def _utc(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, tz=UTC)
+
+
+def record(transitions: Iterable[Transition]) -> list[Transition]:
+    """Write each transition's Alert row and send its signal; the ones recorded (sync: run it in a thread)."""
+    transitions = list(transitions)
+    robots = dict(Robot.objects.filter(robot_id__in={t.robot_id for t in transitions}).values_list("robot_id", "pk"))
+    recorded = []
+    for transition in transitions:
+        robot_pk = robots.get(transition.robot_id)
+        if robot_pk is None:
+            continue  # deleted since it reported
+        if transition.kind == "raise":
+            try:
+                with transaction.atomic():
+                    Alert.objects.create(
+                        rule_id=transition.rule.pk,
+                        robot_id=robot_pk,
+                        raised_at=_utc(transition.at),
+                        value=transition.value,
+                        peak=transition.peak,
+                    )
+            except IntegrityError:
+                # Already active: Redis lost the state (a flush or a new server) and it was decided again.
+                continue
+            signal = alert_raised
+        else:
+            updated = Alert.objects.filter(rule_id=transition.rule.pk, robot_id=robot_pk, cleared_at=None).update(
+                cleared_at=_utc(transition.at), peak=transition.peak
+            )
+            if not updated:
+                continue
+            signal = alert_cleared
+        signal.send(
+            sender=AlertEvaluator,
+            rule=transition.rule.name,
+            robot_id=transition.robot_id,
+            metric=transition.rule.metric,
+            value=transition.value,
+            threshold=transition.threshold,
+            timestamp=transition.at,
+        )
+        recorded.append(transition)
+    for transition in recorded:
+        logger.info(
+            "alert %s %s: %s=%s (threshold %s)",
+            transition.rule.name,
+            "raised" if transition.kind == "raise" else "cleared",
+            transition.rule.metric,
+            transition.value,
+            transition.threshold,
+            extra={"robot_id": transition.robot_id},
+        )
+    return recorded
+
+
+def retire_rule(rule_pk: int, now: float | None = None) -> list[Transition]:
+    """Clear a disabled or deleted rule's active alerts and forget its Redis state."""
+    from fleet.redis import get_client
+
+    now = time.time() if now is None else now
+    try:
+        get_client().delete(state_key(rule_pk))
+    except redis.RedisError as exc:
+        logger.warning("could not drop the alert state of rule %s: %s", rule_pk, exc)
+    rule = AlertRule.objects.filter(pk=rule_pk).first()
+    if rule is None:
+        return []
+    active = Alert.objects.filter(rule_id=rule_pk, cleared_at=None).select_related("robot")
+    return record(
+        Transition(Rule.of(rule), alert.robot.robot_id, "clear", alert.peak, alert.peak, now) for alert in active
+    )
+
+
+def rule_saved(sender, instance: AlertRule, created: bool = False, **kwargs) -> None:
+    """Receiver of AlertRule's post_save: a disabled rule's alerts are cleared once the change commits."""
+    if not instance.enabled and not created:
+        rule_pk = instance.pk
+        transaction.on_commit(lambda: retire_rule(rule_pk))
+
+
+def rule_deleting(sender, instance: AlertRule, **kwargs) -> None:
+    """Receiver of AlertRule's pre_delete: clear its alerts (dashboards hear of it) before they go with it."""
+    retire_rule(instance.pk)
