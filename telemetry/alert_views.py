@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import exceptions, generics, viewsets
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 
 from telemetry.models import Alert, AlertRule
-from telemetry.serializers import AlertRuleSerializer, AlertSerializer
+from telemetry.serializers import AlertRuleSerializer, AlertSerializer, ErrorSerializer
 from telemetry.views import PrivateAPIView
 
 
@@ -20,6 +20,17 @@ class StaffWritesSignedInReads(BasePermission):
         return request.method in SAFE_METHODS or user.is_staff
 
 
+INVALID = OpenApiResponse(OpenApiTypes.OBJECT, description="The fields that are wrong, each with why.")
+NOT_FOUND = OpenApiResponse(ErrorSerializer, description="No rule with this name.")
+
+
+@extend_schema_view(
+    create=extend_schema(responses={201: AlertRuleSerializer, 400: INVALID}),
+    retrieve=extend_schema(responses={200: AlertRuleSerializer, 404: NOT_FOUND}),
+    update=extend_schema(responses={200: AlertRuleSerializer, 400: INVALID, 404: NOT_FOUND}),
+    partial_update=extend_schema(responses={200: AlertRuleSerializer, 400: INVALID, 404: NOT_FOUND}),
+    destroy=extend_schema(responses={204: None, 404: NOT_FOUND}),
+)
 class AlertRuleViewSet(PrivateAPIView, viewsets.ModelViewSet):
     """Alert rules. Disabling or deleting a rule clears its active alerts."""
 
@@ -37,6 +48,7 @@ class AlertRuleViewSet(PrivateAPIView, viewsets.ModelViewSet):
             OpenApiParameter("robot_id", OpenApiTypes.STR, description="Only this robot's alerts."),
             OpenApiParameter("rule", OpenApiTypes.STR, description="Only this rule's alerts (its name)."),
         ],
+        responses={200: AlertSerializer(many=True), 400: OpenApiResponse(ErrorSerializer, description="bad `active`")},
     )
 )
 class AlertListView(PrivateAPIView, generics.ListAPIView):

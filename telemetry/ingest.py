@@ -31,7 +31,7 @@ from django.conf import settings
 from django.db import OperationalError, transaction
 
 from fleet.redis import get_async_client
-from telemetry import latest, presence
+from telemetry import latest, presence, rollups
 from telemetry.dashboard import FANOUT_LAYER
 from telemetry.dashboard import GROUP as DASHBOARD_GROUP
 from telemetry.frames import Batch, Telemetry
@@ -75,7 +75,7 @@ def write_db_batch(batch: DbBatch, seen_at: datetime) -> None:
             RobotSession.objects.filter(connection_id=connection_id).update(**fields)
         samples = [sample for sample in batch.samples if sample.robot_id in existing]
         if samples:
-            TelemetrySample.objects.bulk_create(samples, batch_size=500)
+            rollups.store_samples(samples)
         seen = sorted(batch.seen)
         for start in range(0, len(seen), 500):
             Robot.objects.filter(robot_id__in=seen[start : start + 500]).update(last_seen_at=seen_at)

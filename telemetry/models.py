@@ -61,22 +61,7 @@ class TelemetrySample(models.Model):
 
     class Meta:
         ordering = ["-reported_at"]
-        indexes = [
-            models.Index(fields=["robot", "-reported_at"]),
-            models.Index(fields=["reported_at"]),
-            # Covers the bucketed history (telemetry.buckets): one robot's range is read from the index alone.
-            models.Index(
-                fields=[
-                    "robot",
-                    "reported_at",
-                    "cpu_usage",
-                    "memory_usage",
-                    "network_latency_ms",
-                    "battery_percentage",
-                ],
-                name="telemetry_sample_buckets",
-            ),
-        ]
+        indexes = [models.Index(fields=["robot", "-reported_at"]), models.Index(fields=["reported_at"])]
 
     def __str__(self) -> str:
         return f"{self.robot} @ {self.reported_at:%Y-%m-%d %H:%M:%S}"
@@ -90,6 +75,34 @@ METRIC_CHOICES = [
     ("reporting", "reporting"),
 ]
 OP_CHOICES = [("lt", "<"), ("le", "≤"), ("gt", ">"), ("ge", "≥"), ("is_false", "is false")]
+
+
+class TelemetryRollup(models.Model):
+    """Five minutes of one robot's samples, summarised (telemetry.rollups): long ranges read 1/30 of the rows."""
+
+    robot = models.ForeignKey(Robot, on_delete=models.CASCADE, related_name="rollups")
+    start = models.DateTimeField()
+    count = models.PositiveIntegerField()
+    cpu_usage_min = models.FloatField()
+    cpu_usage_max = models.FloatField()
+    cpu_usage_sum = models.FloatField()
+    memory_usage_min = models.FloatField()
+    memory_usage_max = models.FloatField()
+    memory_usage_sum = models.FloatField()
+    network_latency_ms_min = models.FloatField()
+    network_latency_ms_max = models.FloatField()
+    network_latency_ms_sum = models.FloatField()
+    battery_percentage_min = models.FloatField()
+    battery_percentage_max = models.FloatField()
+    battery_percentage_sum = models.FloatField()
+
+    class Meta:
+        ordering = ["robot", "start"]
+        constraints = [models.UniqueConstraint(fields=["robot", "start"], name="telemetry_rollup_robot_start")]
+        indexes = [models.Index(fields=["start"], name="telemetry_rollup_start")]  # retention prunes by age
+
+    def __str__(self) -> str:
+        return f"{self.robot} @ {self.start:%Y-%m-%d %H:%M}"
 
 
 class AlertRule(models.Model):

@@ -1,4 +1,4 @@
-"""Retention of telemetry history: samples older than TELEMETRY_RETENTION_DAYS are pruned daily."""
+"""Retention of telemetry history: samples (and their rollups) older than TELEMETRY_RETENTION_DAYS are pruned daily."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from fleet import schedules as fleet_schedules
 from fleet.schedules import schedules_table_exists
+from telemetry import rollups
 from telemetry.models import TelemetrySample
 
 logger = logging.getLogger(__name__)
@@ -30,7 +31,8 @@ def prune_samples(now: datetime | None = None, batch_size: int = PRUNE_BATCH) ->
         if not ids:
             break
         deleted += TelemetrySample.objects.filter(id__in=ids).delete()[0]
-    logger.info("pruned %d telemetry samples reported before %s", deleted, cutoff.isoformat())
+    rolled = rollups.prune(cutoff)
+    logger.info("pruned %d telemetry samples and %d rollups before %s", deleted, rolled, cutoff.isoformat())
     return deleted
 
 

@@ -97,3 +97,34 @@ class AlertSerializer(serializers.ModelSerializer):
 
     def get_active(self, alert: Alert) -> bool:
         return alert.cleared_at is None
+
+
+class MinAvgMaxSerializer(serializers.Serializer):
+    min = serializers.FloatField()
+    avg = serializers.FloatField()
+    max = serializers.FloatField()
+
+
+class BucketSerializer(serializers.Serializer):
+    start = serializers.DateTimeField(help_text="The bucket's start; buckets are aligned to multiples of their size.")
+    count = serializers.IntegerField(help_text="Samples in the bucket (empty buckets are left out).")
+    cpu_usage = MinAvgMaxSerializer()
+    memory_usage = MinAvgMaxSerializer()
+    network_latency_ms = MinAvgMaxSerializer()
+    battery_percentage = MinAvgMaxSerializer()
+
+
+class BucketedHistorySerializer(serializers.Serializer):
+    bucket = serializers.IntegerField(help_text="Bucket size in seconds.")
+    since = serializers.DateTimeField()
+    until = serializers.DateTimeField()
+    results = BucketSerializer(many=True, help_text="Oldest first.")
+
+
+class PaginatedSamplesSerializer(serializers.Serializer):
+    """The history without `bucket` (for the schema: the view answers with its paginator)."""
+
+    count = serializers.IntegerField()
+    next = serializers.URLField(allow_null=True)
+    previous = serializers.URLField(allow_null=True)
+    results = TelemetrySampleSerializer(many=True)

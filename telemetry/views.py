@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 
 import redis
 from django.conf import settings
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, PolymorphicProxySerializer, extend_schema
 from rest_framework import exceptions, generics, status
 from rest_framework.authentication import SessionAuthentication, TokenAuthentication
+from rest_framework.fields import DateTimeField
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.request import Request
@@ -24,12 +25,14 @@ from rest_framework.views import APIView
 
 import fleet
 from fleet.instants import parse_instant
-from telemetry import latest, presence, signals
+from telemetry import buckets, latest, presence, signals
 from telemetry.models import Robot, TelemetrySample
 from telemetry.robots import is_valid_robot_id
 from telemetry.serializers import (
+    BucketedHistorySerializer,
     ErrorSerializer,
     InfoSerializer,
+    PaginatedSamplesSerializer,
     RobotMetricsSerializer,
     RobotSerializer,
     TelemetrySampleSerializer,
@@ -218,14 +221,41 @@ def _parse_instant(name: str, raw: str | None) -> datetime | None:
     return value
 
 
+def _iso(moment: datetime) -> str:
+    """As DRF renders a UTC datetime."""
+    return DateTimeField().to_representation(moment)
+
+
+def _bucket_size(raw: str) -> int:
+    try:
+        size = int(raw)
+    except ValueError:
+        size = 0
+    if not 1 <= size <= buckets.MAX_BUCKET_SECONDS:
+        raise _error(
+            exceptions.ValidationError,
+            f"bucket must be a whole number of seconds from 1 to {buckets.MAX_BUCKET_SECONDS}; got {raw!r}.",
+            "invalid_query",
+        )
+    return size
+
+
 class RobotHistoryView(PrivateAPIView, generics.ListAPIView):
-    """The robot's stored samples, newest first; `since` (inclusive), `until` (exclusive): ISO 8601 or Unix s."""
+    """The robot's stored samples, newest first; `since` (inclusive), `until` (exclusive): ISO 8601 or Unix s.
+
+    With `bucket=<seconds>`, per-bucket count and min/avg/max of each metric instead (telemetry.buckets).
+    """
 
     serializer_class = TelemetrySampleSerializer
     pagination_class = HistoryPagination
 
     @extend_schema(
-        summary="The robot's stored telemetry samples, newest first",
+        summary="The robot's stored telemetry samples, newest first, or their per-bucket summaries",
+        description=(
+            "Without `bucket`: paginated samples, newest first. With `bucket=<seconds>`: one entry per non-empty "
+            f"bucket, oldest first, at most {buckets.MAX_BUCKETS} buckets per request (`since` then defaults to a "
+            "day, or fewer buckets' worth, before `until`); the answer is then a `BucketedHistory`."
+        ),
         parameters=[
             OpenApiParameter(
                 "since", OpenApiTypes.STR, description="Inclusive lower bound: ISO 8601 datetime or Unix seconds."
@@ -233,24 +263,62 @@ class RobotHistoryView(PrivateAPIView, generics.ListAPIView):
             OpenApiParameter(
                 "until", OpenApiTypes.STR, description="Exclusive upper bound: ISO 8601 datetime or Unix seconds."
             ),
+            OpenApiParameter(
+                "bucket",
+                OpenApiTypes.INT,
+                description=f"Bucket size in seconds: summaries instead of samples (at most {buckets.MAX_BUCKETS}).",
+            ),
         ],
         responses={
-            200: TelemetrySampleSerializer(many=True),
-            400: OpenApiResponse(ErrorSerializer, description="`invalid_query`: bad since/until"),
+            200: PolymorphicProxySerializer(
+                component_name="HistoryAnswer",
+                serializers=[PaginatedSamplesSerializer, BucketedHistorySerializer],
+                resource_type_field_name=None,
+                many=False,
+            ),
+            400: OpenApiResponse(
+                ErrorSerializer,
+                description="`invalid_query`: bad since/until/bucket; `too_many_buckets`: over the limit",
+            ),
             404: OpenApiResponse(ErrorSerializer, description="`robot_not_found`"),
         },
     )
     def get(self, request: Request, *args, **kwargs) -> Response:
-        return super().get(request, *args, **kwargs)
+        raw_bucket = request.query_params.get("bucket")
+        if raw_bucket is None or raw_bucket == "":
+            return super().get(request, *args, **kwargs)
+        size = _bucket_size(raw_bucket)
+        robot = _robot_or_404(self.kwargs["robot_id"])
+        since, until = self._range()
+        until = until or datetime.now(tz=UTC)
+        since = since or buckets.default_since(until, size)
+        if since >= until:
+            raise _error(exceptions.ValidationError, "since must be earlier than until.", "invalid_query")
+        count = buckets.bucket_count(since, until, size)
+        if count > buckets.MAX_BUCKETS:
+            raise _error(
+                exceptions.ValidationError,
+                f"bucket={size} over this range makes {count} buckets; at most {buckets.MAX_BUCKETS} are allowed "
+                "per request: use a larger bucket or a shorter range.",
+                "too_many_buckets",
+            )
+        # Built by hand, not by BucketedHistorySerializer (which documents it): 2,000 nested serializers
+        # would cost more than the query.
+        results = [{**bucket, "start": _iso(bucket["start"])} for bucket in buckets.buckets(robot, since, until, size)]
+        return Response({"bucket": size, "since": _iso(since), "until": _iso(until), "results": results})
+
+    def _range(self) -> tuple[datetime | None, datetime | None]:
+        since = _parse_instant("since", self.request.query_params.get("since"))
+        until = _parse_instant("until", self.request.query_params.get("until"))
+        if since and until and since >= until:
+            raise _error(exceptions.ValidationError, "since must be earlier than until.", "invalid_query")
+        return since, until
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):  # drf-spectacular inspecting the view
             return TelemetrySample.objects.none()
         robot = _robot_or_404(self.kwargs["robot_id"])
-        since = _parse_instant("since", self.request.query_params.get("since"))
-        until = _parse_instant("until", self.request.query_params.get("until"))
-        if since and until and since >= until:
-            raise _error(exceptions.ValidationError, "since must be earlier than until.", "invalid_query")
+        since, until = self._range()
         samples = TelemetrySample.objects.filter(robot=robot).order_by("-reported_at", "-id")
         if since:
             samples = samples.filter(reported_at__gte=since)
