@@ -366,7 +366,7 @@ def aggregation_runs(client) -> list[dict]:
     for _, fields in client.xrange(settings.FLEET_EVENT_STREAM):
         if fields[b"type"] == b"metrics.aggregation_completed":
             payload = json.loads(fields[b"data"])["payload"]
-            runs.append({"at": payload["completed_at"], "entries": payload["entries_processed"]})
+            runs.append({"at": payload["timestamp"], "entries": payload["entries_processed"]})
     return runs
 
 

@@ -13,6 +13,8 @@ from urllib.parse import urlsplit
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+import fleet
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -241,7 +243,7 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
-    "VERSION": None,
+    "VERSION": fleet.__version__,
 }
 
 CACHES = {
@@ -319,6 +321,7 @@ TELEMETRY_SAMPLE_INTERVAL = envfloat("TELEMETRY_SAMPLE_INTERVAL", "10")
 TELEMETRY_RETENTION_DAYS = envint("TELEMETRY_RETENTION_DAYS", "30", minimum=1)
 TELEMETRY_PUBLISH_MIN_INTERVAL = envfloat("TELEMETRY_PUBLISH_MIN_INTERVAL", "1.0")
 TELEMETRY_PUBLISH_ON_READ = envbool("TELEMETRY_PUBLISH_ON_READ", "1")
+TELEMETRY_PUBLISH_ON_INGEST = envbool("TELEMETRY_PUBLISH_ON_INGEST", "0")
 TELEMETRY_PRESENCE_TTL = envfloat("TELEMETRY_PRESENCE_TTL", "60", minimum=0.5)
 TELEMETRY_STALE_AFTER = envfloat("TELEMETRY_STALE_AFTER", "30", minimum=0.1)
 TELEMETRY_FLUSH_INTERVAL = envfloat("TELEMETRY_FLUSH_INTERVAL", "0.05", minimum=0.001)
@@ -330,6 +333,7 @@ TELEMETRY_DASHBOARD_STALL_TIMEOUT = envfloat("TELEMETRY_DASHBOARD_STALL_TIMEOUT"
 METRICS_COLLECTORS = [
     "metrics.prometheus.CounterCollector",
     "fleet.events.prometheus.EventsCollector",
+    "fleet.build.BuildInfoCollector",
     "telemetry.prometheus.FleetCollector",
     "telemetry.prometheus.AlertCollector",
     "telemetry.dashboard.FanoutCollector",

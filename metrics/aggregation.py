@@ -90,7 +90,7 @@ def aggregate_mission_metrics(redis=None, batch_size: int | None = None, max_ent
     """Count new mission stream entries into counters; the Django-Q2 job. Sends the three lifecycle signals."""
     run_id = f"agg_{int(time.time() * 1000)}_{secrets.token_hex(3)}"
     started = time.perf_counter()
-    aggregation_started.send(sender=aggregate_mission_metrics, job_id=JOB_ID, run_id=run_id, started_at=time.time())
+    aggregation_started.send(sender=aggregate_mission_metrics, job_id=JOB_ID, run_id=run_id, timestamp=time.time())
     try:
         result = _run(
             redis or get_client(),
@@ -106,7 +106,7 @@ def aggregate_mission_metrics(redis=None, batch_size: int | None = None, max_ent
             run_id=run_id,
             error_message=str(exc),
             error_type=type(exc).__name__,
-            failed_at=time.time(),
+            timestamp=time.time(),
         )
         raise  # so that Django-Q2 records the failure
     result.duration_ms = (time.perf_counter() - started) * 1000
@@ -120,7 +120,7 @@ def aggregate_mission_metrics(redis=None, batch_size: int | None = None, max_ent
         entries_processed=result.entries_processed,
         entries_skipped=result.entries_skipped,
         duration_ms=result.duration_ms,
-        completed_at=time.time(),
+        timestamp=time.time(),
         last_id=result.last_id,
     )
     return result

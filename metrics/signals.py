@@ -1,9 +1,9 @@
 """Lifecycle signals of the mission aggregation. The event bridge (fleet.events.bridge) publishes them.
 
 Each is sent with `sender=<the job function>` and the payload fields as keyword arguments:
-- aggregation_started: job_id, run_id, started_at
-- aggregation_completed: job_id, run_id, entries_processed, entries_skipped, duration_ms, completed_at, last_id
-- aggregation_failed: job_id, run_id, error_message, error_type, failed_at
+- aggregation_started: job_id, run_id, timestamp
+- aggregation_completed: job_id, run_id, entries_processed, entries_skipped, duration_ms, timestamp, last_id
+- aggregation_failed: job_id, run_id, error_message, error_type, timestamp
 """
 
 from __future__ import annotations

@@ -146,7 +146,7 @@ class RobotConsumer(AsyncConsumer):
             sender=RobotConsumer,
             robot_id=robot_id,
             connection_id=self.connection_id,
-            connected_at=self.connected_at,
+            timestamp=self.connected_at,
         )
         if retry_after > 0:
             self.leased = False
@@ -363,5 +363,5 @@ class RobotConsumer(AsyncConsumer):
             duration_seconds=now - self.connected_at,
             reason=reason,
             close_code=code,
-            disconnected_at=now,
+            timestamp=now,
         )

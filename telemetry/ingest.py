@@ -31,12 +31,11 @@ from django.conf import settings
 from django.db import OperationalError, transaction
 
 from fleet.redis import get_async_client
-from telemetry import latest, presence, rollups
+from telemetry import latest, presence, publishing, rollups
 from telemetry.dashboard import FANOUT_LAYER
 from telemetry.dashboard import GROUP as DASHBOARD_GROUP
 from telemetry.frames import Batch, Telemetry
 from telemetry.models import Robot, RobotSession, TelemetrySample
-from telemetry.signals import metrics_published
 
 logger = logging.getLogger(__name__)
 
@@ -336,19 +335,16 @@ def accept_batch(flusher: Flusher, connection, batch: Batch, now: float) -> asyn
 
 
 def maybe_publish(flusher: Flusher, connection, frame: Telemetry, now: float) -> None:
-    """Send metrics_published at most once per TELEMETRY_PUBLISH_MIN_INTERVAL per robot (0: every frame)."""
+    """With TELEMETRY_PUBLISH_ON_INGEST, send metrics_published through the fleet-wide gate (telemetry.publishing)."""
+    if not settings.TELEMETRY_PUBLISH_ON_INGEST:
+        return
     robot_id = connection.robot_id
     interval = settings.TELEMETRY_PUBLISH_MIN_INTERVAL
+    # This process's own clock first, so the gate costs Redis one call per robot per interval, not per frame.
     if interval > 0 and now - flusher.published_at.get(robot_id, float("-inf")) < interval:
         return
     flusher.published_at[robot_id] = now
-    metrics_published.send(
-        sender=Flusher,
-        robot_id=robot_id,
-        metrics=dict(frame.metrics),
-        published_at=now,
-        connection_id=connection.connection_id,
-    )
+    publishing.publish_on_ingest(Flusher, robot_id, frame.metrics, now, connection.connection_id)
 
 
 def frame_totals(client: redis.Redis) -> dict[str, int]:

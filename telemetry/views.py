@@ -6,7 +6,6 @@ Views stay thin: live state comes from telemetry.presence and telemetry.latest, 
 from __future__ import annotations
 
 import logging
-import time
 from datetime import UTC, datetime
 
 import redis
@@ -25,7 +24,7 @@ from rest_framework.views import APIView
 
 import fleet
 from fleet.instants import parse_instant
-from telemetry import buckets, latest, presence, signals
+from telemetry import buckets, latest, presence, publishing
 from telemetry.models import Robot, TelemetrySample
 from telemetry.robots import is_valid_robot_id
 from telemetry.serializers import (
@@ -166,7 +165,7 @@ class RobotMetricsView(PrivateAPIView, APIView):
         summary="The robot's latest accepted metrics",
         description=(
             "Built from the robot's latest accepted frame. A successful read also sends the `metrics_published` "
-            "event when TELEMETRY_PUBLISH_ON_READ is on."
+            "event when TELEMETRY_PUBLISH_ON_READ is on, at most once per robot per TELEMETRY_PUBLISH_MIN_INTERVAL."
         ),
         responses={
             200: RobotMetricsSerializer,
@@ -189,9 +188,7 @@ class RobotMetricsView(PrivateAPIView, APIView):
         state = state or {"connected": False, "reporting": False}
         metrics = {field: values[field] for field in METRIC_FIELDS}
         if settings.TELEMETRY_PUBLISH_ON_READ:
-            signals.metrics_published.send(
-                sender=RobotMetricsView, robot_id=robot.robot_id, metrics=dict(metrics), published_at=time.time()
-            )
+            publishing.publish_on_read(RobotMetricsView, robot.robot_id, metrics)
         return Response(
             {
                 "robot_id": robot.robot_id,

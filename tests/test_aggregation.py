@@ -326,17 +326,17 @@ def test_the_three_events_carry_exact_payloads(redis_client, events):
     (started_name, started_sender, started), (completed_name, completed_sender, completed) = events
     assert (started_name, completed_name) == ("started", "completed")
     assert started_sender is aggregate_mission_metrics and completed_sender is aggregate_mission_metrics
-    assert set(started) == {"job_id", "run_id", "started_at"}
+    assert set(started) == {"job_id", "run_id", "timestamp"}
     assert started["job_id"] == "aggregate_mission_metrics"
     assert started["run_id"] == result.run_id
-    assert isinstance(started["started_at"], float)
+    assert isinstance(started["timestamp"], float)
     assert set(completed) == {
         "job_id",
         "run_id",
         "entries_processed",
         "entries_skipped",
         "duration_ms",
-        "completed_at",
+        "timestamp",
         "last_id",
     }
     assert (completed["job_id"], completed["run_id"]) == ("aggregate_mission_metrics", result.run_id)
@@ -344,7 +344,7 @@ def test_the_three_events_carry_exact_payloads(redis_client, events):
     assert completed["last_id"] == StreamCursor.objects.get().last_id
     assert completed["last_id"] != ids[-1]  # the invalid entry came last and moved the cursor too
     assert isinstance(completed["duration_ms"], float) and completed["duration_ms"] > 0
-    assert isinstance(completed["completed_at"], float) and completed["completed_at"] >= started["started_at"]
+    assert isinstance(completed["timestamp"], float) and completed["timestamp"] >= started["timestamp"]
 
     events.clear()
     redis_client.delete(settings.FLEET_MISSION_STREAM)
@@ -355,11 +355,11 @@ def test_the_three_events_carry_exact_payloads(redis_client, events):
     (started_name, _, started), (failed_name, failed_sender, failed) = events
     assert (started_name, failed_name) == ("started", "failed")
     assert failed_sender is aggregate_mission_metrics
-    assert set(failed) == {"job_id", "run_id", "error_message", "error_type", "failed_at"}
+    assert set(failed) == {"job_id", "run_id", "error_message", "error_type", "timestamp"}
     assert (failed["job_id"], failed["run_id"]) == ("aggregate_mission_metrics", started["run_id"])
     assert failed["error_type"] == "ResponseError" == type(raised.value).__name__
     assert failed["error_message"] == str(raised.value) and "WRONGTYPE" in failed["error_message"]
-    assert isinstance(failed["failed_at"], float)
+    assert isinstance(failed["timestamp"], float)
 
 
 @pytest.mark.django_db

@@ -34,7 +34,7 @@ CASES = [
     (
         metrics_signals.aggregation_started,
         "metrics.aggregation_started",
-        {"job_id": "aggregate_mission_metrics", "run_id": "run_1", "started_at": 1703003456.5},
+        {"job_id": "aggregate_mission_metrics", "run_id": "run_1", "timestamp": 1703003456.5},
         "run_1",
     ),
     (
@@ -46,7 +46,7 @@ CASES = [
             "entries_processed": 1000,
             "entries_skipped": 3,
             "duration_ms": 12.5,
-            "completed_at": 1703003457.0,
+            "timestamp": 1703003457.0,
             "last_id": "1703003456789-0",
         },
         "run_1",
@@ -59,14 +59,14 @@ CASES = [
             "run_id": "run_2",
             "error_message": "boom",
             "error_type": "RuntimeError",
-            "failed_at": 1703003458.25,
+            "timestamp": 1703003458.25,
         },
         "run_2",
     ),
     (
         telemetry_signals.connection_established,
         "telemetry.connection_established",
-        {"robot_id": "r2d2", "connection_id": "ws_r2d2_1703003456789_9f8e", "connected_at": 1703003456.789},
+        {"robot_id": "r2d2", "connection_id": "ws_r2d2_1703003456789_9f8e", "timestamp": 1703003456.789},
         "ws_r2d2_1703003456789_9f8e",
     ),
     (
@@ -78,14 +78,14 @@ CASES = [
             "duration_seconds": 61.5,
             "reason": "idle_timeout",
             "close_code": 4000,
-            "disconnected_at": 1703003518.289,
+            "timestamp": 1703003518.289,
         },
         "ws_r2d2_1703003456789_9f8e",
     ),
     (
         telemetry_signals.metrics_published,
         "telemetry.metrics_published",
-        {"robot_id": "r2d2", "metrics": METRICS, "published_at": 1703003460.0},
+        {"robot_id": "r2d2", "metrics": METRICS, "timestamp": 1703003460.0},
         None,
     ),
     (
@@ -148,7 +148,7 @@ def test_each_signal_puts_exactly_one_envelope_on_the_stream(
 
 @pytest.mark.django_db
 def test_extra_signal_arguments_stay_out_of_the_payload(publisher, django_capture_on_commit_callbacks):
-    payload = {"robot_id": "r2d2", "metrics": METRICS, "published_at": 1703003460.0}
+    payload = {"robot_id": "r2d2", "metrics": METRICS, "timestamp": 1703003460.0}
     with django_capture_on_commit_callbacks(execute=True):
         telemetry_signals.metrics_published.send(sender=None, connection_id="ws_r2d2_1_abcd", **payload)
     publisher.flush(timeout=5)
@@ -209,7 +209,7 @@ def wait_until(condition, timeout: float = 5.0) -> None:
 def send_established(first: int, last: int) -> None:
     for n in range(first, last):
         telemetry_signals.connection_established.send(
-            sender=None, robot_id="r2d2", connection_id=f"ws_r2d2_{n}", connected_at=float(n)
+            sender=None, robot_id="r2d2", connection_id=f"ws_r2d2_{n}", timestamp=float(n)
         )
 
 

@@ -30,6 +30,8 @@ def load_settings(**env: str) -> subprocess.CompletedProcess:
         ({"REDIS_URL": "http://example"}, "REDIS_URL must start with redis://"),
         ({"TELEMETRY_IDLE_TIMEOUT": "soon"}, "TELEMETRY_IDLE_TIMEOUT must be a number"),
         ({"FLEET_EVENT_BUFFER": "-5"}, "FLEET_EVENT_BUFFER must be at least 1"),
+        ({"TELEMETRY_PUBLISH_ON_INGEST": "sometimes"}, "TELEMETRY_PUBLISH_ON_INGEST must be one of"),
+        ({"TELEMETRY_PUBLISH_MIN_INTERVAL": "-1"}, "TELEMETRY_PUBLISH_MIN_INTERVAL must be a finite number"),
         ({"DJANGO_DEBUG": "0", "DJANGO_SECRET_KEY": ""}, "DJANGO_SECRET_KEY must be set"),
     ],
 )

@@ -343,10 +343,10 @@ def test_a_metrics_read_sends_metrics_published_with_the_four_metrics(api, redis
 
     assert len(published) == 1
     sender, payload = published[0]
-    published_at = payload.pop("published_at")
+    timestamp = payload.pop("timestamp")
     assert payload == {"robot_id": "r2d2", "metrics": METRICS}
-    assert isinstance(published_at, float)
-    assert before <= published_at <= time.time()
+    assert isinstance(timestamp, float)
+    assert before <= timestamp <= time.time()
 
 
 @override_settings(TELEMETRY_PUBLISH_ON_READ=False)

@@ -19,14 +19,14 @@ ALERT_PAYLOAD: dict[str, tuple[type, ...]] = {
 
 # event type -> {payload field: allowed types}. `float` fields also take ints (json has one number type).
 EVENT_SCHEMAS: dict[str, dict[str, tuple[type, ...]]] = {
-    "metrics.aggregation_started": {"job_id": (str,), "run_id": (str,), "started_at": (float,)},
+    "metrics.aggregation_started": {"job_id": (str,), "run_id": (str,), "timestamp": (float,)},
     "metrics.aggregation_completed": {
         "job_id": (str,),
         "run_id": (str,),
         "entries_processed": (int,),
         "entries_skipped": (int,),
         "duration_ms": (float,),
-        "completed_at": (float,),
+        "timestamp": (float,),
         "last_id": (str, type(None)),
     },
     "metrics.aggregation_failed": {
@@ -34,18 +34,18 @@ EVENT_SCHEMAS: dict[str, dict[str, tuple[type, ...]]] = {
         "run_id": (str,),
         "error_message": (str,),
         "error_type": (str,),
-        "failed_at": (float,),
+        "timestamp": (float,),
     },
-    "telemetry.connection_established": {"robot_id": (str,), "connection_id": (str,), "connected_at": (float,)},
+    "telemetry.connection_established": {"robot_id": (str,), "connection_id": (str,), "timestamp": (float,)},
     "telemetry.connection_closed": {
         "robot_id": (str,),
         "connection_id": (str,),
         "duration_seconds": (float,),
         "reason": (str,),
         "close_code": (int, type(None)),
-        "disconnected_at": (float,),
+        "timestamp": (float,),
     },
-    "telemetry.metrics_published": {"robot_id": (str,), "metrics": (dict,), "published_at": (float,)},
+    "telemetry.metrics_published": {"robot_id": (str,), "metrics": (dict,), "timestamp": (float,)},
     # Extensions of the Charter's six, in the same envelope (telemetry.alerts).
     "telemetry.alert_raised": ALERT_PAYLOAD,
     "telemetry.alert_cleared": ALERT_PAYLOAD,

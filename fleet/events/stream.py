@@ -1,6 +1,7 @@
 """The event stream: a bounded per-process buffer drained into Redis by one background thread.
 
-Callers never wait for Redis. `enqueue()` serialises the envelope and appends it to the buffer;
+Callers never wait for Redis. `enqueue()` serialises the envelope into its entry fields
+(`fleet.events.envelope.stream_fields`) and appends them to the buffer;
 the publisher thread sends what is buffered in pipelined XADDs, keeping order. While Redis is
 down or hung the buffer holds up to FLEET_EVENT_BUFFER envelopes; beyond that the oldest are
 dropped and counted in Redis (`fleet:events:dropped_total`) once Redis answers again.
@@ -13,7 +14,6 @@ must not see a duplicate de-duplicate on the envelope `id`.
 from __future__ import annotations
 
 import atexit
-import json
 import logging
 import os
 import threading
@@ -23,6 +23,7 @@ from collections import deque
 import redis
 from django.conf import settings
 
+from fleet.events.envelope import stream_fields
 from fleet.redis import new_client
 
 logger = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ class EventPublisher:
         self._wakeup = threading.Event()
         self._idle = threading.Event()
         self._idle.set()
-        self._buffer: deque[tuple[str, str]] = deque()
+        self._buffer: deque[dict[str, str]] = deque()
         self._in_flight = 0
         self._drops_unreported = 0
         self.dropped = 0
@@ -58,7 +59,7 @@ class EventPublisher:
     def enqueue(self, envelope: dict) -> None:
         """Buffer one envelope for publishing. Never blocks on Redis, never raises."""
         try:
-            item = (envelope["type"], json.dumps(envelope, separators=(",", ":")))
+            item = stream_fields(envelope)
         except (TypeError, ValueError, KeyError):
             logger.exception("event %r is not serialisable; not published", envelope.get("type"))
             return
@@ -141,10 +142,10 @@ class EventPublisher:
                     logger.warning("event stream reachable again; %d events dropped so far", self.dropped)
                 backoff = 0.05
 
-    def _send(self, client: redis.Redis, batch: list[tuple[str, str]], drops: int) -> None:
+    def _send(self, client: redis.Redis, batch: list[dict[str, str]], drops: int) -> None:
         pipe = client.pipeline(transaction=False)
-        for event_type, data in batch:
-            pipe.xadd(self.stream, {"type": event_type, "data": data}, maxlen=self.maxlen, approximate=True)
+        for fields in batch:
+            pipe.xadd(self.stream, fields, maxlen=self.maxlen, approximate=True)
         if drops:
             pipe.incrby(DROPPED_KEY, drops)
         pipe.execute()

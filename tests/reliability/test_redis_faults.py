@@ -62,6 +62,7 @@ async def test_daphne_rides_out_a_hung_then_a_stopped_redis_without_a_restart(pr
         FLEET_EVENT_BUFFER=str(BUFFER),
         # One metrics_published per accepted frame, so every frame is an event we can follow.
         TELEMETRY_PUBLISH_MIN_INTERVAL="0",
+        TELEMETRY_PUBLISH_ON_INGEST="1",
         TELEMETRY_MAX_FRAMES_PER_SECOND="1000",
     )
     pid = server.process.pid
