@@ -332,6 +332,7 @@ TELEMETRY_DASHBOARD_STALL_TIMEOUT = envfloat("TELEMETRY_DASHBOARD_STALL_TIMEOUT"
 # process reports the same numbers.
 METRICS_COLLECTORS = [
     "metrics.prometheus.CounterCollector",
+    "metrics.prometheus.JobRunsCollector",
     "fleet.events.prometheus.EventsCollector",
     "fleet.build.BuildInfoCollector",
     "telemetry.prometheus.FleetCollector",
