@@ -25,6 +25,7 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 
+from fleet.logs import bind_connection
 from telemetry import frames, presence
 from telemetry.connections import get_registry
 from telemetry.frames import PING, Batch, FrameError, Telemetry
@@ -114,6 +115,7 @@ class RobotConsumer(AsyncConsumer):
         self.robot_pk = robot.pk
         self.connected_at = time.time()
         self.connection_id = new_connection_id(robot_id, self.connected_at)
+        bind_connection(robot_id, self.connection_id)
         self.registry = get_registry()
         self.flusher = self.registry.flusher
         loop_now = asyncio.get_running_loop().time()
@@ -141,6 +143,7 @@ class RobotConsumer(AsyncConsumer):
             self.lease_refreshed_at = float("-inf")
 
         await self.base_send({"type": "websocket.accept"})
+        logger.info("robot %s connected", robot_id)
         self.flusher.open_session(self.connection_id, self.robot_pk, self.connected_at)
         connection_established.send(
             sender=RobotConsumer,
@@ -356,6 +359,17 @@ class RobotConsumer(AsyncConsumer):
                 # A replaced robot is still connected, through its newer socket.
                 self.flusher.presence_changed.add(self.robot_id)
         registry.ensure_running()
+        # With `extra`: a close decided by the process loop runs outside this socket's task.
+        logger.info(
+            "robot %s closed: %s (code %s) after %.1f s; %d frames accepted, %d rejected",
+            self.robot_id,
+            reason,
+            code,
+            now - self.connected_at,
+            self.frames_accepted,
+            self.frames_rejected,
+            extra={"robot_id": self.robot_id, "connection_id": self.connection_id},
+        )
         connection_closed.send(
             sender=RobotConsumer,
             robot_id=self.robot_id,

@@ -33,6 +33,7 @@ def load_settings(**env: str) -> subprocess.CompletedProcess:
         ({"TELEMETRY_PUBLISH_ON_INGEST": "sometimes"}, "TELEMETRY_PUBLISH_ON_INGEST must be one of"),
         ({"TELEMETRY_PUBLISH_MIN_INTERVAL": "-1"}, "TELEMETRY_PUBLISH_MIN_INTERVAL must be a finite number"),
         ({"DJANGO_DEBUG": "0", "DJANGO_SECRET_KEY": ""}, "DJANGO_SECRET_KEY must be set"),
+        ({"DJANGO_LOG_FORMAT": "xml"}, "DJANGO_LOG_FORMAT must be plain or json"),
     ],
 )
 def test_it_refuses_bad_values_naming_the_variable(env, message):
