@@ -100,3 +100,23 @@ def test_snapshots_and_counters_are_read_only_in_admin(staff_client):
     assert posted.status_code == 403
     counter.refresh_from_db()
     assert counter.value == 3
+
+
+@pytest.mark.django_db
+def test_the_history_chart_can_show_the_increase_per_interval(staff_client):
+    inc_counter("mission_status_total", {"status": "completed"}, 10)
+    counter = Counter.objects.get()
+    now = timezone.now()
+    for minutes, value in ((3, 2), (2, 5), (1, 5), (0, 10)):
+        CounterSnapshot.objects.create(counter=counter, value=value, taken_at=now - timedelta(minutes=minutes))
+
+    html = staff_client.get(f"/admin/metrics/counter/{counter.id}/change/?chart=increase").content.decode()
+
+    assert "<strong>Increase per interval</strong>" in html
+    assert 'aria-label="history of 3 snapshots"' in html
+    # Increases 3, 0, 5: the axis runs from 0 to 5.
+    labels = re.findall(r'text-anchor="end" font-size="11" fill="#666">([^<]+)</text>', html)
+    assert labels[:3] == ["0", "2", "5"]
+    total = staff_client.get(f"/admin/metrics/counter/{counter.id}/change/").content.decode()
+    assert "<strong>Running total</strong>" in total
+    assert 'aria-label="history of 4 snapshots"' in total
