@@ -39,7 +39,7 @@ from prometheus_client.core import CounterMetricFamily
 
 from fleet.redis import get_async_client, get_client
 from telemetry import latest, presence
-from telemetry.models import Robot
+from telemetry.models import Alert, Robot
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +66,18 @@ def _robot_rows() -> list[dict]:
     return list(Robot.objects.order_by("robot_id").values("robot_id", "last_seen_at"))
 
 
+@database_sync_to_async
+def _active_alerts() -> list[dict]:
+    """Active alerts as `alert` messages show them (timestamp: when raised)."""
+    rows = Alert.objects.filter(cleared_at=None).order_by("raised_at", "id")
+    fields = ("rule__name", "robot__robot_id", "rule__metric", "value", "rule__threshold", "raised_at")
+    return [
+        {"rule": rule, "robot_id": robot_id, "metric": metric, "value": value, "threshold": threshold,
+         "timestamp": raised_at.timestamp()}
+        for rule, robot_id, metric, value, threshold, raised_at in rows.values_list(*fields)
+    ]  # fmt: skip
+
+
 async def build_snapshot() -> dict:
     """Every robot's state as the fleet knows it right now."""
     rows = await _robot_rows()
@@ -89,7 +101,7 @@ async def build_snapshot() -> dict:
                 "metrics": {name: value[name] for name in latest.METRICS} if value else None,
             }
         )
-    return {"type": "snapshot", "robots": robots}
+    return {"type": "snapshot", "robots": robots, "alerts": await _active_alerts()}
 
 
 class DashboardConsumer(AsyncJsonWebsocketConsumer):
@@ -106,6 +118,7 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
         self.pending_frames: dict[str, dict] = {}
         self.pending_presence: dict[str, dict] = {}
         self.pending_counters: list | None = None
+        self.pending_alerts: list[dict] = []  # never coalesced: each raise and clear is shown
         self.coalesced = 0
         self.sync_sent = 0
         self.sync_acked = 0
@@ -139,6 +152,10 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
             self.pending_presence[robot["robot_id"]] = robot
         await self._send_if_caught_up()
 
+    async def fleet_alerts(self, event: dict) -> None:
+        self.pending_alerts += event["alerts"]
+        await self._send_if_caught_up()
+
     async def counters_update(self, event: dict) -> None:
         self.pending_counters = event["counters"]
         await self._send_if_caught_up()
@@ -161,17 +178,22 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
                 return
 
     async def _send_pending(self) -> None:
-        if not (self.pending_frames or self.pending_presence or self.pending_counters is not None):
+        if not (
+            self.pending_frames or self.pending_presence or self.pending_counters is not None or self.pending_alerts
+        ):
             return
         frames, self.pending_frames = self.pending_frames, {}
         states, self.pending_presence = self.pending_presence, {}
         counters, self.pending_counters = self.pending_counters, None
+        alert_messages, self.pending_alerts = self.pending_alerts, []
         for robot in states.values():
             await self.send_json({"type": "presence", **robot})
         for frame in frames.values():
             await self.send_json({"type": "telemetry", **frame})
         if counters is not None:
             await self.send_json({"type": "counters", "counters": counters})
+        for alert in alert_messages:
+            await self.send_json(alert)
         self.sync_sent += 1
         if self.waiting_since is None:
             self.waiting_since = time.monotonic()

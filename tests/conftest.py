@@ -36,3 +36,15 @@ def r2d2():
     robot, token = create_robot("r2d2", name="Astromech")
     robot.token = token
     return robot
+
+
+@pytest.fixture
+def battery_low():
+    """Alert rule battery_low (battery_percentage lt 20 for 60 s), enabled; as migrations create it, but on."""
+    from telemetry.models import AlertRule
+
+    rule, _ = AlertRule.objects.update_or_create(
+        name="battery_low",
+        defaults={"metric": "battery_percentage", "op": "lt", "threshold": 20, "for_seconds": 60, "enabled": True},
+    )
+    return rule

@@ -8,7 +8,7 @@ from channels.db import database_sync_to_async
 from fleet.redis import get_async_client
 from telemetry import presence
 from telemetry.alerts import AlertEvaluator, Rule, record
-from telemetry.models import Alert, AlertRule
+from telemetry.models import Alert
 from telemetry.signals import alert_cleared, alert_raised
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -132,13 +132,8 @@ def signals():
     alert_cleared.disconnect(receivers[1])
 
 
-async def test_recording_writes_one_alert_row_per_raise_and_closes_it_on_clear(r2d2, signals):
-    rule, _ = await database_sync_to_async(AlertRule.objects.update_or_create)(
-        name="battery_low",
-        defaults={"metric": "battery_percentage", "op": "lt", "threshold": 20, "for_seconds": 60, "enabled": True},
-    )
-    battery_low = Rule.of(rule)
-    process = evaluator(battery_low)
+async def test_recording_writes_one_alert_row_per_raise_and_closes_it_on_clear(r2d2, battery_low, signals):
+    process = evaluator(Rule.of(battery_low))
     await process.evaluate({"r2d2": metrics(battery=10)}, T0)
     raised = await process.evaluate({"r2d2": metrics(battery=8)}, T0 + 60)
     assert await database_sync_to_async(record)(raised) == raised
