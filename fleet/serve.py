@@ -96,12 +96,21 @@ class FleetServer(Server):
         gc.collect()
         gc.freeze()
         gc.set_threshold(*GC_THRESHOLDS)
+        # Once the reactor (and its asyncio loop) runs: the fleet-wide alert rules need a loop
+        # in every server process, robots connected or not.
+        reactor.callLater(0, _run_resident)
 
     def kill_all_applications(self):
         hooks = defer.Deferred.fromFuture(asyncio.ensure_future(_shut_down_gracefully()))
         hooks.addErrback(lambda failure: None)
         hooks.addCallback(lambda _: Server.kill_all_applications(self))
         return hooks
+
+
+def _run_resident() -> None:
+    from telemetry.connections import run_resident
+
+    run_resident()
 
 
 async def _shut_down_gracefully() -> None:

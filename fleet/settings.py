@@ -347,4 +347,6 @@ METRICS_COLLECTORS = [
     "telemetry.prometheus.FleetCollector",
     "telemetry.prometheus.AlertCollector",
     "telemetry.dashboard.FanoutCollector",
+    # Per process, not fleet-wide: see telemetry/latency.py.
+    "telemetry.latency.LatencyCollector",
 ]

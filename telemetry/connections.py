@@ -22,6 +22,7 @@ from typing import Protocol
 from django.conf import settings
 
 from fleet import shutdown
+from telemetry.alerting import AlertLoop
 from telemetry.ingest import Flusher
 
 logger = logging.getLogger(__name__)
@@ -57,6 +58,10 @@ class Registry:
         # Set on shutdown: sockets that still arrive are closed with 1001 at once.
         self.closing = False
         self.background: set[asyncio.Task] = set()
+        self.alerts = AlertLoop()
+        # Set in a server process (fleet.serve): the loop runs even with no robot connected, so the
+        # fleet-wide `reporting` rules are evaluated when every robot has gone.
+        self.resident = False
 
     def add(self, connection: LiveConnection) -> None:
         self.connections[connection.connection_id] = connection
@@ -89,18 +94,27 @@ class Registry:
                 now = loop.time()
                 if self.flusher.urgent_db():
                     self.flusher.start_db_flush(now)
-                await self.flusher.flush()
+                changed = await self.flusher.flush()
+                if changed and self.alerts.enabled:
+                    await self.alerts.after_flush(
+                        {robot_id: self.flusher.latest[robot_id].metrics for robot_id in changed}
+                    )
                 if now >= next_slow:
                     # After the flush, so the sweep's round trip never delays the frames' fan-out.
                     next_slow = now + self._slow_tick()
                     self._maintain(now)
                     await self.flusher.sweep()
+                    await self.alerts.tick(self._latest_metrics)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 logger.exception("telemetry process loop tick failed")
-            if not self.connections and self.flusher.idle():
+            if not self.connections and self.flusher.idle() and not self.resident:
                 return
+
+    def _latest_metrics(self, robot_id: str) -> dict[str, float] | None:
+        frame = self.flusher.latest.get(robot_id)
+        return None if frame is None else frame.metrics
 
     @staticmethod
     def _slow_tick() -> float:
@@ -129,6 +143,7 @@ class Registry:
 
     async def drain(self) -> None:
         await self.flusher.drain()
+        await self.alerts.drain()
 
     async def close_all(self, code: int = 1001, reason: str = "server_shutdown") -> None:
         self.closing = True
@@ -166,6 +181,13 @@ def get_registry() -> Registry:
     if registry is None:
         registry = _registries[loop] = Registry()
     return registry
+
+
+def run_resident() -> None:
+    """Keep this process's loop running from now on (a server process, for the fleet-wide alert rules)."""
+    registry = get_registry()
+    registry.resident = True
+    registry.ensure_running()
 
 
 async def close_all() -> None:

@@ -26,7 +26,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from fleet.logs import bind_connection
-from telemetry import frames, presence
+from telemetry import frames, latency, presence
 from telemetry.connections import get_registry
 from telemetry.frames import PING, Batch, FrameError, Telemetry
 from telemetry.ingest import accept_batch, accept_frame
@@ -71,8 +71,10 @@ class RobotConsumer(AsyncConsumer):
         message = await receive()
         if message["type"] != "websocket.connect":
             return
+        started = time.perf_counter()
         if not await self._handshake():
             return
+        latency.HANDSHAKE.observe(time.perf_counter() - started)
         self.listener = listener = asyncio.ensure_future(self._listen()) if self.channel_layer is not None else None
         try:
             while True:
@@ -239,6 +241,7 @@ class RobotConsumer(AsyncConsumer):
     # --- frames -----------------------------------------------------------------------------------
 
     async def _on_text(self, text: str) -> None:
+        received = time.perf_counter()
         now_loop = asyncio.get_running_loop().time()
         self.last_message_at = now_loop
         if len(text) > self.safe_chars and len(text.encode()) > self.max_bytes:
@@ -267,6 +270,8 @@ class RobotConsumer(AsyncConsumer):
             await self.base_send(
                 {"type": "websocket.send", "text": f'{{"type":"ack","seq":{"null" if seq is None else seq}}}'}
             )
+            if self.frames_accepted % latency.ACK_SAMPLE == 0:
+                latency.ACK_LATENCY.observe(time.perf_counter() - received)
         elif frame is PING:
             self.invalid_streak = 0
             await self._send({"type": "pong", "ts": now})

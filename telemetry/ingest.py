@@ -125,11 +125,11 @@ class Flusher:
 
     # --- flushing ---------------------------------------------------------------------------
 
-    async def flush(self) -> None:
-        """Write what changed to Redis in one pipeline, then fan out to the dashboards."""
+    async def flush(self) -> set[str]:
+        """Write what changed to Redis in one pipeline, then fan out; the robots whose latest values were written."""
         if not (self.changed or self.seen or self.accepted or self.rejected or self.refresh or self.release):
             if not self.presence_changed:
-                return
+                return set()
         changed, self.changed = self.changed, set()
         seen, self.seen = self.seen, {}
         accepted, rejected = self.accepted, self.rejected
@@ -171,13 +171,14 @@ class Flusher:
             if not self._redis_failing:
                 self._redis_failing = True
                 logger.warning("telemetry flush: Redis unreachable (%s); keeping state in memory", exc)
-            return
+            return set()
         if self._redis_failing:
             self._redis_failing = False
             logger.warning("telemetry flush: Redis reachable again")
             # A sweep during the outage may have announced these robots gone; they are back.
             self.presence_changed.update(robot_id for _, robot_id in refresh)
         await self._fan_out(changed, robots, results[-2:] if robots else None)
+        return changed
 
     def _encode(self, robot_id: str) -> str:
         frame = self.latest[robot_id]
