@@ -31,7 +31,7 @@ from django.conf import settings
 from django.db import OperationalError, transaction
 
 from fleet.redis import get_async_client
-from telemetry import latest, presence, publishing, rollups
+from telemetry import latency, latest, presence, publishing, rollups
 from telemetry.dashboard import FANOUT_LAYER
 from telemetry.dashboard import GROUP as DASHBOARD_GROUP
 from telemetry.frames import Batch, Telemetry
@@ -87,6 +87,8 @@ class Flusher:
         # Latest accepted frame per robot known to this process, and which changed since the last flush.
         self.latest: dict[str, Telemetry] = {}
         self.changed: set[str] = set()
+        # Server time of the oldest frame among `changed`: the fan-out lag is measured from it.
+        self.changed_since: float | None = None
         # Server time of each robot's last accepted frame, not yet written to Redis.
         self.seen: dict[str, float] = {}
         # Robots this process saw reporting, with their last frame's server time (for stale transitions).
@@ -131,6 +133,7 @@ class Flusher:
             if not self.presence_changed:
                 return set()
         changed, self.changed = self.changed, set()
+        changed_since, self.changed_since = self.changed_since, None
         seen, self.seen = self.seen, {}
         accepted, rejected = self.accepted, self.rejected
         self.accepted = self.rejected = 0
@@ -156,11 +159,14 @@ class Flusher:
         if robots:
             pipe.zmscore(presence.CONNECTED, robots)
             pipe.zmscore(presence.REPORTING, robots)
+        started = time.perf_counter()
         try:
             results = await pipe.execute()
         except (redis.RedisError, OSError) as exc:
             # Keep everything for the next attempt: nothing counted is lost during an outage.
             self.changed |= changed
+            if changed_since is not None:  # older than any frame taken meanwhile
+                self.changed_since = changed_since
             for robot_id, at in seen.items():
                 self.seen[robot_id] = max(at, self.seen.get(robot_id, 0.0))
             self.accepted += accepted
@@ -172,19 +178,21 @@ class Flusher:
                 self._redis_failing = True
                 logger.warning("telemetry flush: Redis unreachable (%s); keeping state in memory", exc)
             return set()
+        latency.FLUSH_DURATION.labels("redis").observe(time.perf_counter() - started)
         if self._redis_failing:
             self._redis_failing = False
             logger.warning("telemetry flush: Redis reachable again")
             # A sweep during the outage may have announced these robots gone; they are back.
             self.presence_changed.update(robot_id for _, robot_id in refresh)
-        await self._fan_out(changed, robots, results[-2:] if robots else None)
+        if await self._fan_out(changed, robots, results[-2:] if robots else None) and changed_since is not None:
+            latency.FANOUT_LAG.observe(time.time() - changed_since)
         return changed
 
     def _encode(self, robot_id: str) -> str:
         frame = self.latest[robot_id]
         return latest.encode(frame.metrics, frame.reported_at, frame.seq)
 
-    async def _fan_out(self, changed: set[str], robots: list[str], scores: list | None) -> None:
+    async def _fan_out(self, changed: set[str], robots: list[str], scores: list | None) -> bool:
         """One channel-layer message per flush: each changed robot's latest frame and the presence changes.
 
         One message, not one per kind: every message costs each process with dashboards a receive
@@ -192,7 +200,7 @@ class Flusher:
         """
         layer = get_channel_layer(FANOUT_LAYER)
         if layer is None or not (changed or scores is not None):
-            return
+            return False
         frames = [
             {
                 "robot_id": robot_id,
@@ -210,8 +218,9 @@ class Flusher:
             if not self._fanout_failing:
                 self._fanout_failing = True
                 logger.warning("telemetry fan-out failed (%s); dashboards will catch up", exc)
-            return
+            return False
         self._fanout_failing = False
+        return True
 
     def forget_stale(self, now: float) -> None:
         """Forget robots whose last frame here is older than TELEMETRY_STALE_AFTER (presence.asweep announces them)."""
@@ -238,8 +247,10 @@ class Flusher:
         return self.db_task
 
     async def _write_db(self, batch: DbBatch) -> None:
+        started = time.perf_counter()
         try:
             await database_sync_to_async(write_db_batch)(batch, _utc(time.time()))
+            latency.FLUSH_DURATION.labels("db").observe(time.perf_counter() - started)
         except OperationalError as exc:
             # The database is busy or away: keep the batch and try again on the next flush.
             logger.warning("telemetry history write failed (%s); retrying", exc)
@@ -303,6 +314,8 @@ def accept_frame(flusher: Flusher, connection, frame: Telemetry, now: float, bac
     current = flusher.latest.get(robot_id)
     if current is None or frame.reported_at >= current.reported_at:
         flusher.latest[robot_id] = frame
+        if not flusher.changed:
+            flusher.changed_since = now
         flusher.changed.add(robot_id)
     flusher.seen[robot_id] = now
     last = flusher.reporting.get(robot_id)
