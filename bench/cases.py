@@ -349,6 +349,65 @@ def events(bench: Bench) -> list[dict]:
     return _numbered(7, module.run(bench.quick))
 
 
+# --- 8. Alert evaluation ------------------------------------------------------------------------
+
+# Ten rules; the bench robots report cpu 45.2, memory 62.8, latency 12.5, battery 78, so the last
+# one holds for every robot: after it is raised, each flush evaluates all of them in Redis.
+TEN_RULES = [
+    ("bench_battery_low", "battery_percentage", "lt", 20.0),
+    ("bench_battery_critical", "battery_percentage", "le", 5.0),
+    ("bench_cpu_high", "cpu_usage", "gt", 90.0),
+    ("bench_cpu_pegged", "cpu_usage", "ge", 99.0),
+    ("bench_memory_high", "memory_usage", "gt", 95.0),
+    ("bench_latency_high", "network_latency_ms", "gt", 500.0),
+    ("bench_latency_extreme", "network_latency_ms", "ge", 2000.0),
+    ("bench_not_reporting", "reporting", "is_false", 0.0),
+    ("bench_cpu_idle", "cpu_usage", "lt", 1.0),
+    ("bench_memory_busy", "memory_usage", "gt", 60.0),
+]
+
+
+def _use_rules(enabled: bool) -> None:
+    from telemetry.models import Alert, AlertRule
+
+    AlertRule.objects.all().update(enabled=False)
+    Alert.objects.all().delete()
+    if enabled:
+        for name, metric, op, threshold in TEN_RULES:
+            fields = {"metric": metric, "op": op, "threshold": threshold, "for_seconds": 0, "enabled": True}
+            AlertRule.objects.update_or_create(name=name, defaults=fields)
+
+
+def alerts(bench: Bench) -> list[dict]:
+    """Robot ingest (closed loop) with no alert rule, then with ten enabled: the throughput evaluation costs."""
+    robots = bench.robots(CLIENTS)
+    measured = {}
+    try:
+        for label, enabled in (("no rules", False), ("ten rules", True)):
+            _use_rules(enabled)
+            bench.reset_redis()
+            server = bench.fleet(bench.server_cpu)
+            try:
+                measured[label] = bench.loadgen(
+                    _closed(f"ws://127.0.0.1:{server.port}", robots, bench), bench.client_cpu
+                )
+            finally:
+                bench.stop(server)
+    finally:
+        _use_rules(False)
+    base, ten = measured["no rules"]["frames_per_s"], measured["ten rules"]["frames_per_s"]
+    return [
+        {
+            "case": "8 alerts: ingest with ten rules enabled (one holding for every robot)",
+            "frames/s no rules": base,
+            "frames/s ten rules": ten,
+            "ack p99 ms no rules": _ms(measured["no rules"]["p99_ms"]),
+            "ack p99 ms ten rules": _ms(measured["ten rules"]["p99_ms"]),
+            "ingest cost %": round(100 * (base - ten) / base, 1) if base else None,
+        }
+    ]
+
+
 CASES = {
     "ceilings": ceilings,
     "ingest": ingest,
@@ -357,4 +416,5 @@ CASES = {
     "scaleout": scaleout,
     "aggregation": aggregation,
     "events": events,
+    "alerts": alerts,
 }

@@ -1,6 +1,6 @@
 """Run daphne with Fleet's defaults: `python -m fleet.serve [-b HOST] [-p PORT] [daphne options]`.
 
-It differs from plain `daphne fleet.asgi:application` in five ways:
+It differs from plain `daphne fleet.asgi:application` in six ways:
 - WebSocket limits and timeouts come from settings (see default_arguments below);
 - on SIGTERM/SIGINT, fleet.shutdown hooks run first, so robots get a clean 1001 and their
   `connection_closed` events are flushed, before daphne cancels what is left;
@@ -10,7 +10,9 @@ It differs from plain `daphne fleet.asgi:application` in five ways:
 - once listening, the start-up heap is frozen (gc.freeze) and the collector runs less often
   (GC_THRESHOLDS), which cuts GC pauses from the tail;
 - daphne's periodic timeout and keep-alive check is spread out instead of visiting every
-  connection at once.
+  connection at once;
+- the telemetry process loop runs from the start, robots connected or not, so the fleet-wide
+  alert rules (`not_reporting`) are evaluated even when every robot has gone.
 """
 
 from __future__ import annotations
