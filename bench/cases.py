@@ -388,22 +388,27 @@ def alerts(bench: Bench) -> list[dict]:
             bench.reset_redis()
             server = bench.fleet(bench.server_cpu)
             try:
-                measured[label] = bench.loadgen(
-                    _closed(f"ws://127.0.0.1:{server.port}", robots, bench), bench.client_cpu
-                )
+                cpu_before, started = server.cpu_seconds(), time.monotonic()
+                load = bench.loadgen(_closed(f"ws://127.0.0.1:{server.port}", robots, bench), bench.client_cpu)
+                busy = (server.cpu_seconds() - cpu_before) / (time.monotonic() - started)
             finally:
                 bench.stop(server)
+            # Frames per server CPU-second: on a shared machine the server rarely gets its whole core,
+            # and this is what its throughput would be if it did.
+            measured[label] = {**load, "per_cpu_s": load["frames_per_s"] / busy if busy else None}
     finally:
         _use_rules(False)
-    base, ten = measured["no rules"]["frames_per_s"], measured["ten rules"]["frames_per_s"]
+    base, ten = measured["no rules"]["per_cpu_s"], measured["ten rules"]["per_cpu_s"]
     return [
         {
             "case": "8 alerts: ingest with ten rules enabled (one holding for every robot)",
-            "frames/s no rules": base,
-            "frames/s ten rules": ten,
+            "frames/s no rules": measured["no rules"]["frames_per_s"],
+            "frames/s ten rules": measured["ten rules"]["frames_per_s"],
+            "frames per server CPU-s no rules": round(base) if base else None,
+            "frames per server CPU-s ten rules": round(ten) if ten else None,
             "ack p99 ms no rules": _ms(measured["no rules"]["p99_ms"]),
             "ack p99 ms ten rules": _ms(measured["ten rules"]["p99_ms"]),
-            "ingest cost %": round(100 * (base - ten) / base, 1) if base else None,
+            "ingest cost %": round(100 * (base - ten) / base, 1) if base and ten else None,
         }
     ]
 
