@@ -18,7 +18,7 @@ ALERT_PAYLOAD: dict[str, tuple[type, ...]] = {
 }
 
 # event type -> {payload field: allowed types}. `float` fields also take ints (json has one number type).
-EVENT_SCHEMAS: dict[str, dict[str, tuple[type, ...]]] = {
+CHARTER_SCHEMAS: dict[str, dict[str, tuple[type, ...]]] = {
     "metrics.aggregation_started": {"job_id": (str,), "run_id": (str,), "timestamp": (float,)},
     "metrics.aggregation_completed": {
         "job_id": (str,),
@@ -46,10 +46,13 @@ EVENT_SCHEMAS: dict[str, dict[str, tuple[type, ...]]] = {
         "timestamp": (float,),
     },
     "telemetry.metrics_published": {"robot_id": (str,), "metrics": (dict,), "timestamp": (float,)},
-    # Extensions of the Charter's six, in the same envelope (telemetry.alerts).
+}
+# Extensions of the Charter's six, in the same envelope (telemetry.alerts).
+EXTENSION_SCHEMAS: dict[str, dict[str, tuple[type, ...]]] = {
     "telemetry.alert_raised": ALERT_PAYLOAD,
     "telemetry.alert_cleared": ALERT_PAYLOAD,
 }
+EVENT_SCHEMAS = {**CHARTER_SCHEMAS, **EXTENSION_SCHEMAS}
 
 CLOSE_REASONS = {
     "client_disconnect",
