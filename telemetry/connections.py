@@ -4,7 +4,9 @@ The loop runs while there is something to do (a live connection or buffered stat
 tick of TELEMETRY_FLUSH_INTERVAL, flushes the ingest state (telemetry.ingest.Flusher). On slower
 ticks it closes idle sockets (4000), queues lease refreshes for the flusher's next pipeline,
 renews channel-layer group memberships before they expire, sweeps the fleet's time-driven presence
-changes (presence.asweep) into the next fan-out, and starts the database flush.
+changes (presence.asweep) into the next fan-out, and starts the database flush. Alert rules are
+evaluated after each flush over the robots it wrote, and on the slow tick (telemetry.alerting).
+In a server process the loop runs from start-up on (`run_resident`), robots connected or not.
 There are no per-connection timers or tasks besides the consumer's own.
 
 On SIGTERM, fleet.serve runs `close_all` (registered below): every local robot gets 1001 with
