@@ -7,9 +7,12 @@ STAMP := $(VENV)/.installed
 .PHONY: run test format lint bench soak clean
 
 # Reinstall only when the requirements change.
-$(STAMP): requirements.txt requirements-dev.txt
+# The robot client library is a package of its own (clients/python), installed editable so that the
+# simulator and `python -m fleet_client` use the checkout; not in requirements.txt, which pins PyPI.
+$(STAMP): requirements.txt requirements-dev.txt clients/python/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e clients/python
 	touch $@
 
 run: $(STAMP)

@@ -9,6 +9,8 @@ class FleetConfig(AppConfig):
 
     def ready(self) -> None:
         # The bridge is the one place that turns signals into stream entries.
+        from fleet import cluster
         from fleet.events import bridge
 
         bridge.connect()
+        cluster.connect()

@@ -208,6 +208,7 @@ Q_CLUSTER = {
     # Missed runs after downtime must not replay as a burst.
     "catch_up": False,
     "redis": REDIS_URL,
+    "broker_class": "fleet.cluster.RedisBroker",  # stops within 0.25 s instead of 1 s
     "save_limit": 250,
     "ack_failures": True,
     "label": "Django Q2",
@@ -226,7 +227,7 @@ LOGIN_REDIRECT_URL = "/dashboard/"
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.SessionAuthentication",
-        "rest_framework.authentication.TokenAuthentication",
+        "fleet.authentication.TokenOrBearerAuthentication",  # `Token <key>` or `Bearer <key>`
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PAGINATION_CLASS": "fleet.pagination.FleetPagination",

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 from django.contrib import admin
+from django.http import HttpRequest, HttpResponseRedirect
+from django.templatetags.static import static
 from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
@@ -8,8 +10,21 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from fleet.health import healthz
 from telemetry.dashboard import dashboard_page
 
+
+def favicon(request: HttpRequest) -> HttpResponseRedirect:
+    # Resolved per request: with the manifest storage (debug off), the hashed name exists only after collectstatic.
+    return HttpResponseRedirect(static("fleet/favicon.svg"))
+
+
+# The login page and every admin page carry the product's name.
+admin.site.site_header = "Fleet Telemetry"
+admin.site.site_title = "Fleet Telemetry"
+admin.site.index_title = "Administration"
+
 urlpatterns = [
     path("", RedirectView.as_view(url="/dashboard/", permanent=False)),
+    # Browsers ask every page's host for /favicon.ico, admin and API pages included.
+    path("favicon.ico", favicon),
     path("healthz", healthz, name="healthz"),
     path("dashboard/", dashboard_page, name="dashboard"),
     path("admin/", admin.site.urls),

@@ -11,8 +11,26 @@ TREND_POINTS = 30
 SNAPSHOTS_PER_PAGE = 50
 
 
+class ViewOnlyAdmin(admin.ModelAdmin):
+    """Rows only the service writes: staff may look at them, not add, change or delete them.
+
+    Counters are created by the aggregation and deleting one breaks its history; snapshots are pruned
+    by METRICS_SNAPSHOT_RETENTION_DAYS; deleting the cursor would count the whole stream again.
+    Without the delete permission the admin also drops its "delete selected" action.
+    """
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
 @admin.register(Counter)
-class CounterAdmin(admin.ModelAdmin):
+class CounterAdmin(ViewOnlyAdmin):
     list_display = ["name", "labels_text", "value", "updated_at", "trend"]
     list_filter = ["name"]
     search_fields = ["name"]
@@ -38,12 +56,6 @@ class CounterAdmin(admin.ModelAdmin):
         values = [snapshot.value for snapshot in reversed(getattr(counter, "recent_snapshots", []))]
         return sparkline_svg(values) or "-"
 
-    def has_add_permission(self, request) -> bool:
-        return False  # counters are created by inc_counter, never by hand
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
     def change_view(self, request, object_id, form_url="", extra_context=None):
         counter = self.get_object(request, object_id)
         extra_context = extra_context or {}
@@ -68,31 +80,13 @@ class CounterAdmin(admin.ModelAdmin):
 
 
 @admin.register(CounterSnapshot)
-class CounterSnapshotAdmin(admin.ModelAdmin):
+class CounterSnapshotAdmin(ViewOnlyAdmin):
     list_display = ["counter", "value", "taken_at", "gap", "note"]
     list_filter = ["gap", "counter__name"]
     list_select_related = ["counter"]
     date_hierarchy = "taken_at"
 
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False  # history is pruned by METRICS_SNAPSHOT_RETENTION_DAYS, not by hand
-
 
 @admin.register(StreamCursor)
-class StreamCursorAdmin(admin.ModelAdmin):
+class StreamCursorAdmin(ViewOnlyAdmin):
     list_display = ["stream", "last_id", "position", "updated_at"]
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False  # deleting it would count the whole stream again

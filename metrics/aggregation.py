@@ -31,6 +31,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from fleet.cluster import stop_requested
 from fleet.redis import get_client
 from metrics.counters import (
     MISSION_ENTRIES_INVALID,
@@ -75,15 +76,17 @@ class RunResult:
     duration_ms: float = 0.0
     counters_changed: list[int] = field(default_factory=list)
     gaps: list[Gap] = field(default_factory=list)
+    interrupted: bool = False  # the cluster is stopping: the next run carries on from the cursor
 
     def summary(self) -> str:
         lost = f", {self.entries_lost} lost" if self.entries_lost else ""
         gaps = f", {len(self.gaps)} gap(s) in the stream" if self.gaps else ""
+        interrupted = "; stopped early, the service is stopping" if self.interrupted else ""
         return (
             f"aggregated {self.entries_processed} entries ({self.entries_skipped} skipped{lost}{gaps}) "
             f"in {self.duration_ms:.1f} ms; {len(self.counters_changed)} "
             f"counter{'' if len(self.counters_changed) == 1 else 's'} changed; "
-            f"cursor at {self.last_id or 'the start'}"
+            f"cursor at {self.last_id or 'the start'}{interrupted}"
         )
 
 
@@ -202,6 +205,10 @@ def _run(client: redis_lib.Redis, stream: str, run_id: str, batch_size: int, max
             result.gaps.append(gap)
             result.entries_lost += gap.lost or 0
         if len(entries) < batch_size:
+            break
+        if stop_requested():
+            # Every batch is committed with its cursor, so stopping between two loses nothing.
+            result.interrupted = True
             break
     result.last_id = None if cursor == START else cursor
     if changed:

@@ -30,6 +30,7 @@ from telemetry import frames, latency, presence
 from telemetry.connections import get_registry
 from telemetry.frames import PING, Batch, FrameError, Telemetry
 from telemetry.ingest import accept_batch, accept_frame
+from telemetry.protocol import UnsupportedProtocol, choose_subprotocol
 from telemetry.robots import authenticate, is_valid_robot_id, robot_group
 from telemetry.signals import connection_closed, connection_established
 
@@ -105,6 +106,12 @@ class RobotConsumer(AsyncConsumer):
 
     async def _handshake(self) -> bool:
         robot_id = self.scope["url_route"]["kwargs"]["robot_id"]
+        try:
+            subprotocol = choose_subprotocol(self.scope.get("subprotocols") or [])
+        except UnsupportedProtocol as exc:
+            logger.warning("robot %r refused: %s", robot_id[:64], exc)
+            await self.base_send({"type": "websocket.close"})  # before accept: HTTP 403
+            return False
         robot = None
         if is_valid_robot_id(robot_id):
             robot = await database_sync_to_async(authenticate)(robot_id, handshake_token(self.scope))
@@ -144,7 +151,7 @@ class RobotConsumer(AsyncConsumer):
             retry_after = 0.0
             self.lease_refreshed_at = float("-inf")
 
-        await self.base_send({"type": "websocket.accept"})
+        await self.base_send({"type": "websocket.accept", "subprotocol": subprotocol})
         logger.info("robot %s connected", robot_id)
         self.flusher.open_session(self.connection_id, self.robot_pk, self.connected_at)
         connection_established.send(

@@ -74,6 +74,8 @@ def write_db_batch(batch: DbBatch, seen_at: datetime) -> None:
             RobotSession.objects.filter(connection_id=connection_id).update(**fields)
         samples = [sample for sample in batch.samples if sample.robot_id in existing]
         if samples:
+            # A sample already stored (a backfill batch resent because its ack was lost) is skipped,
+            # in the samples and in their rollups.
             rollups.store_samples(samples)
         seen = sorted(batch.seen)
         for start in range(0, len(seen), 500):

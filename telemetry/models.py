@@ -61,7 +61,10 @@ class TelemetrySample(models.Model):
 
     class Meta:
         ordering = ["-reported_at"]
-        indexes = [models.Index(fields=["robot", "-reported_at"]), models.Index(fields=["reported_at"])]
+        # One sample per robot and instant makes a resent backfill batch idempotent. Its index also
+        # serves the newest-first reads of one robot (a B-tree is read either way).
+        constraints = [models.UniqueConstraint(fields=["robot", "reported_at"], name="one_sample_per_robot_instant")]
+        indexes = [models.Index(fields=["reported_at"])]
 
     def __str__(self) -> str:
         return f"{self.robot} @ {self.reported_at:%Y-%m-%d %H:%M:%S}"

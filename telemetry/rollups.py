@@ -72,10 +72,29 @@ def add_samples(samples: Iterable[TelemetrySample], chunk: int = 200) -> None:
             cursor.execute(_upsert_sql(len(part)), [value for row in part for value in row])
 
 
-def store_samples(samples: list[TelemetrySample]) -> None:
-    """Insert history samples and fold them into their rollups (call it inside a transaction)."""
-    TelemetrySample.objects.bulk_create(samples, batch_size=500)
-    add_samples(samples)
+def store_samples(samples: list[TelemetrySample]) -> list[TelemetrySample]:
+    """Insert history samples and fold them into their rollups (inside a transaction); the ones stored.
+
+    A sample already stored (same robot and instant: a backfill batch resent because its ack was
+    lost) is skipped in both, so a rollup never counts a sample twice.
+    """
+    unique: dict[tuple[int, datetime], TelemetrySample] = {}
+    for sample in samples:
+        unique.setdefault((sample.robot_id, sample.reported_at), sample)
+    if not unique:
+        return []
+    instants = [instant for _, instant in unique]
+    stored = set(
+        TelemetrySample.objects.filter(
+            robot_id__in={robot_pk for robot_pk, _ in unique},
+            reported_at__gte=min(instants),
+            reported_at__lte=max(instants),
+        ).values_list("robot_id", "reported_at")
+    )
+    fresh = [sample for key, sample in unique.items() if key not in stored]
+    TelemetrySample.objects.bulk_create(fresh, batch_size=500, ignore_conflicts=True)
+    add_samples(fresh)
+    return fresh
 
 
 def rebuild(robot_pk: int | None = None) -> int:

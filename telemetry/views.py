@@ -13,7 +13,7 @@ from django.conf import settings
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, PolymorphicProxySerializer, extend_schema
 from rest_framework import exceptions, generics, status
-from rest_framework.authentication import SessionAuthentication, TokenAuthentication
+from rest_framework.authentication import SessionAuthentication
 from rest_framework.fields import DateTimeField
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.permissions import AllowAny, IsAuthenticated
@@ -23,6 +23,7 @@ from rest_framework.throttling import AnonRateThrottle
 from rest_framework.views import APIView
 
 import fleet
+from fleet.authentication import TokenOrBearerAuthentication
 from fleet.instants import parse_instant
 from telemetry import buckets, latest, presence, publishing
 from telemetry.models import Robot, TelemetrySample
@@ -86,7 +87,7 @@ def _states_or_none(robot_ids: list[str]) -> dict[str, dict] | None:
 class PrivateAPIView:
     """Token first, so an anonymous client gets 401 with `WWW-Authenticate: Token` rather than a bare 403."""
 
-    authentication_classes = [TokenAuthentication, SessionAuthentication]
+    authentication_classes = [TokenOrBearerAuthentication, SessionAuthentication]
     permission_classes = [IsAuthenticated]
 
 

@@ -8,6 +8,9 @@ from channels.layers import channel_layers
 
 from fleet.redis import get_client, reset_clients
 
+# Every frame a test receives from the robot route is checked against the protocol's schemas.
+pytest_plugins = ["tests.protocol"]
+
 
 @pytest.fixture(autouse=True)
 def redis_client() -> redis.Redis:

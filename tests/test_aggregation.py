@@ -384,3 +384,15 @@ def test_the_command_runs_once_and_prints_one_line(redis_client, capsys):
     assert len(lines) == 1
     assert lines[0].startswith("aggregated 12 entries (0 skipped) in ")
     assert lines[0].endswith(f"4 counters changed; cursor at {ids[-1]}")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_command_prints_its_summary_once_with_logging_on(redis_client):
+    add_missions(redis_client, 12)
+    command = [sys.executable, "manage.py", "aggregate_metrics", "--batch-size", "5"]
+
+    output = subprocess.run(
+        command, cwd=BASE_DIR, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120
+    ).stdout.decode()
+
+    assert output.count("aggregated 12 entries") == 1, output

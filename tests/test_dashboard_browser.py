@@ -245,3 +245,54 @@ def test_the_dashboard_shows_alerts_and_loads_the_robot_history_on_open(
         expect(page.locator("#count-alerts")).to_have_text("1")
     finally:
         server.stop()
+
+
+@pytest.fixture
+def fleet(operator) -> list[tuple[str, str]]:
+    """Six simulated robots' credentials, and a day of mission counts for the chart."""
+    from metrics.models import Counter, CounterSnapshot
+    from telemetry.management.commands.simulate_fleet import provision, robot_ids
+
+    now = timezone.now()
+    for status, per_hour in (("completed", 40), ("failed", 5), ("aborted", 2)):
+        counter = Counter.objects.create(
+            name="mission_status_total", labels={"status": status}, value=per_hour * 24, updated_at=now
+        )
+        CounterSnapshot.objects.bulk_create(
+            CounterSnapshot(
+                counter=counter, value=per_hour * n // 4, taken_at=now - timezone.timedelta(minutes=15 * (24 - n))
+            )
+            for n in range(1, 25)
+        )
+    return provision(robot_ids(6, "amr"))
+
+
+def test_the_dashboard_follows_a_simulated_fleet_and_its_window_width(fleet, tmp_path, page):
+    """Also takes the README's screenshot (var/screenshots/dashboard-fleet.png, copied to docs/dashboard.png)."""
+    from playwright.sync_api import expect
+
+    from telemetry.simulator import SimulationConfig, simulate
+
+    server = ServerProcess.daphne(tmp_path)
+    config = SimulationConfig(url=server.ws_url, rate=2, duration=12, seed=5)
+    simulation = threading.Thread(target=lambda: asyncio.run(simulate(config, fleet)), daemon=True)
+    try:
+        log_in(page, server)
+        simulation.start()
+        expect(page.locator("#count-reporting")).to_have_text("6", timeout=10_000)
+        page.locator('tr[data-robot-id="amr-0003"]').click()
+        page.wait_for_function("Number(document.querySelector('#robot-chart').dataset.points) >= 8", timeout=10_000)
+
+        wide = page.locator("#robot-chart canvas").bounding_box()["width"]
+        page.set_viewport_size({"width": 1100, "height": 900})
+        page.wait_for_function(
+            f"document.querySelector('#robot-chart canvas').getBoundingClientRect().width < {wide - 50}"
+        )
+        page.set_viewport_size({"width": 1400, "height": 900})
+        page.wait_for_function(
+            f"document.querySelector('#robot-chart canvas').getBoundingClientRect().width > {wide - 5}"
+        )
+        page.screenshot(path=str(SCREENSHOTS / "dashboard-fleet.png"), full_page=True)
+    finally:
+        simulation.join(30)
+        server.stop()

@@ -153,3 +153,14 @@ def test_rollups_and_the_partial_windows_at_either_end_add_up_exactly(api, r2d2)
     query = {"since": (T0 + minute).isoformat(), "until": (T0 + 58 * minute).isoformat(), "bucket": 3600}
     [bucket] = api.get(URL, query).json()["results"]
     assert (bucket["count"], bucket["battery_percentage"]) == (4, {"min": 10.0, "avg": 42.5, "max": 90.0})
+
+
+def test_a_sample_stored_twice_is_counted_once_in_its_rollup(api, r2d2):
+    first = [sample(r2d2, T0 + timedelta(minutes=1), 40), sample(r2d2, T0 + timedelta(minutes=2), 20)]
+    assert len(store_samples(first)) == 2
+    # The same batch again (its ack was lost), with one new sample and one repeated within the batch.
+    again = [*first, sample(r2d2, T0 + timedelta(minutes=3), 60), sample(r2d2, T0 + timedelta(minutes=3), 99)]
+    assert len(store_samples(again)) == 1
+    body = api.get(URL, {"since": T0.isoformat(), "until": (T0 + timedelta(hours=1)).isoformat(), "bucket": 3600})
+    [bucket] = body.json()["results"]
+    assert (bucket["count"], bucket["battery_percentage"]) == (3, {"min": 20.0, "avg": 40.0, "max": 60.0})

@@ -120,3 +120,28 @@ def test_the_history_chart_can_show_the_increase_per_interval(staff_client):
     total = staff_client.get(f"/admin/metrics/counter/{counter.id}/change/").content.decode()
     assert "<strong>Running total</strong>" in total
     assert 'aria-label="history of 4 snapshots"' in total
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("model", ["counter", "countersnapshot"])
+def test_counters_and_snapshots_can_be_viewed_but_not_added_changed_or_deleted(staff_client, model):
+    counter = counter_with_history(3)
+    obj = counter if model == "counter" else counter.snapshots.first()
+
+    listing = staff_client.get(f"/admin/metrics/{model}/")
+    assert listing.status_code == 200
+    html = listing.content.decode()
+    assert 'value="delete_selected"' not in html
+    assert f'href="/admin/metrics/{model}/add/"' not in html
+
+    page = staff_client.get(f"/admin/metrics/{model}/{obj.id}/change/")
+    assert page.status_code == 200
+    assert f"/admin/metrics/{model}/{obj.id}/delete/" not in page.content.decode()
+    assert 'name="_save"' not in page.content.decode()
+
+    assert staff_client.get(f"/admin/metrics/{model}/{obj.id}/delete/").status_code == 403
+    assert staff_client.post(f"/admin/metrics/{model}/{obj.id}/delete/", {"post": "yes"}).status_code == 403
+    assert staff_client.get(f"/admin/metrics/{model}/add/").status_code == 403
+    bulk = staff_client.post(f"/admin/metrics/{model}/", {"action": "delete_selected", "_selected_action": [obj.id]})
+    assert bulk.status_code == 200  # the listing again, with "No action selected"
+    assert Counter.objects.count() == 1 and CounterSnapshot.objects.count() == 3

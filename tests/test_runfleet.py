@@ -4,24 +4,34 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
+import subprocess
 import sys
+import time
 import urllib.request
 
 import psutil
 import pytest
+import redis
+from django.conf import settings
 
-from tests.servers import ServerProcess, free_port
+from tests.servers import BASE_DIR, ServerProcess, free_port, wait_for
 
 pytestmark = pytest.mark.e2e
 
 
-def start_runfleet(tmp_path) -> ServerProcess:
-    port = free_port()
+def runfleet_env(tmp_path, **overrides: str) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if key not in {"REDIS_URL", "DATABASE_URL"}}
-    env["FLEET_VAR_DIR"] = str(tmp_path / "var")
+    return {**env, "FLEET_VAR_DIR": str(tmp_path / "var"), **overrides}
+
+
+def start_runfleet(tmp_path, **env: str) -> ServerProcess:
+    port = free_port()
     server = ServerProcess(
-        [sys.executable, "manage.py", "runfleet", "--port", str(port)], env, tmp_path / "runfleet.log"
+        [sys.executable, "manage.py", "runfleet", "--port", str(port)],
+        runfleet_env(tmp_path, **env),
+        tmp_path / "runfleet.log",
     )
     server.port = port
     server.wait_http("/healthz", timeout=120)
@@ -57,10 +67,60 @@ def test_it_serves_health_and_leaves_nothing_behind_on_ctrl_c(tmp_path):
         assert "qcluster" in commands
         assert (tmp_path / "var" / "fleet.sqlite3").exists()
 
-        server.signal(signal.SIGINT)
-        assert server.wait(timeout=10) == 0
+        assert "create a user     .venv/bin/python manage.py createsuperuser" in server.output()
+        simulate = f"simulate robots   .venv/bin/python manage.py simulate_fleet --robots 20 --url {server.ws_url}\n"
+        assert simulate in server.output()
+
+        stopped_in = ctrl_c(server)
+        output = server.output()
+        assert stopped_in < 3.0, output
+        assert server.process.returncode == 0
         assert still_running(children) == []
-        assert "Fleet Telemetry stopped." in server.output()
+        assert "Stopping…" in output
+        assert re.search(r"Q Cluster [\w-]+ has stopped\.", output), output
+        assert "SIGKILL" not in output
+        assert output.rstrip().endswith("Fleet Telemetry stopped.")
+    finally:
+        server.stop()
+
+
+def ctrl_c(server: ServerProcess) -> float:
+    """Send SIGINT as a terminal's Ctrl-C would; the seconds until runfleet exited."""
+    started = time.monotonic()
+    server.signal(signal.SIGINT)
+    server.wait(timeout=15)
+    return time.monotonic() - started
+
+
+def test_it_stops_within_8_s_during_an_aggregation_run_which_ends_after_its_batch(tmp_path):
+    # Batches of 20 make a run of 100,000 entries last far longer than a stop may take.
+    server = start_runfleet(tmp_path, METRICS_AGGREGATION_BATCH="20")
+    try:
+        socket = tmp_path / "var" / "redis" / "redis.sock"
+        client = redis.Redis(unix_socket_path=str(socket))
+        with client.pipeline(transaction=False) as pipe:
+            for n in range(100_000):
+                pipe.xadd(
+                    settings.FLEET_MISSION_STREAM, {"data": json.dumps({"mission_id": f"m{n}", "status": "started"})}
+                )
+            pipe.execute()
+        enqueue = "from django_q.tasks import async_task; async_task('metrics.aggregation.aggregate_mission_metrics')"
+        subprocess.run(
+            [sys.executable, "manage.py", "shell", "-c", enqueue],
+            cwd=BASE_DIR,
+            env=runfleet_env(tmp_path, REDIS_URL=f"unix://{socket}"),
+            check=True,
+            timeout=60,
+        )
+        assert wait_for(lambda: "processing" in server.output() and "aggregate_mission_metrics" in server.output(), 30)
+        time.sleep(1.0)  # well into the run
+
+        stopped_in = ctrl_c(server)
+        output = server.output()
+        assert stopped_in < 8.0, output
+        assert "stopped early, the service is stopping" in output
+        assert "SIGKILL" not in output
+        assert output.rstrip().endswith("Fleet Telemetry stopped.")
     finally:
         server.stop()
 

@@ -60,5 +60,5 @@ def test_check_deploy_only_reports_the_documented_preload_warning():
         timeout=60,
     )
     warnings = [line for line in result.stderr.splitlines() if line.startswith("?:") or ": (" in line]
-    # W021 (HSTS preload) is opt-in on purpose: see "Running in production" in the README.
+    # W021 (HSTS preload) is opt-in on purpose: see docs/deploy.md.
     assert [line.split(")")[0] + ")" for line in warnings] == ["?: (security.W021)"]

@@ -14,6 +14,7 @@ from io import StringIO
 import pytest
 from django.conf import settings
 from django.core.management import call_command
+from django.core.management.base import CommandError
 
 from telemetry.management.commands.simulate_fleet import provision, robot_ids
 from telemetry.models import Robot, RobotSession
@@ -27,7 +28,7 @@ from telemetry.simulator import (
     simulate,
     write_missions,
 )
-from tests.servers import BASE_DIR, ServerProcess, child_env
+from tests.servers import BASE_DIR, ServerProcess, child_env, free_port
 
 
 def summary_table(output: str) -> dict[str, str]:
@@ -193,3 +194,71 @@ def test_a_rate_above_the_server_limit_is_capped_so_no_frame_is_rate_limited(dap
     assert "--rate 50 is above the server's limit of 20 frames/s per robot; using 20." in err.getvalue()
     table = summary_table(out.getvalue())
     assert (table["frames sent"], table["frames acked"], table["frames rejected"]) == ("40", "40", "0")
+
+
+# --- a simulator that cannot hurt a running fleet ---
+
+
+def test_abbreviated_options_are_refused_so_robot_does_not_mean_robots(db):
+    with pytest.raises(CommandError) as error:
+        call_command("simulate_fleet", "--robot", "5")
+    assert str(error.value) == "Error: unrecognized arguments: --robot 5"
+
+
+def start_simulator(url: str, *args: str) -> subprocess.Popen:
+    """simulate_fleet in a child process, returned once all its robots are connected."""
+    command = subprocess.Popen(
+        [sys.executable, "manage.py", "simulate_fleet", "--rate", "5", "--url", url, *args],
+        cwd=BASE_DIR,
+        env=child_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        line = command.stdout.readline()
+        if "connected 2/2" in line or not line:
+            return command
+    return command
+
+
+@pytest.mark.e2e
+def test_a_second_simulator_on_the_same_prefix_is_refused_while_the_first_runs(daphne):
+    first = start_simulator(daphne.ws_url, "--robots", "2")
+    try:
+        with pytest.raises(CommandError) as error:
+            call_command("simulate_fleet", robots=3, duration=1, url=daphne.ws_url, stdout=StringIO())
+        assert str(error.value) == (
+            "2 robots of prefix 'sim' are connected right now (sim-0001 …), probably to another simulate_fleet. "
+            "Starting would issue new tokens and replace them. Pick another prefix, e.g. --prefix sim2, "
+            "or pass --take-over to replace them."
+        )
+        assert authenticate("sim-0003", "anything") is None and not Robot.objects.filter(robot_id="sim-0003").exists()
+
+        out = StringIO()
+        call_command("simulate_fleet", robots=1, duration=1, url=daphne.ws_url, prefix="sim2", stdout=out)
+        assert out.getvalue().startswith("Provisioned 1 robot (sim2-0001); connecting to ")
+        assert first.poll() is None  # the first run was left alone
+
+        call_command("simulate_fleet", robots=2, duration=1, url=daphne.ws_url, take_over=True, stdout=StringIO())
+        output = first.communicate(timeout=20)[0]  # both its robots were replaced, so it ends
+    finally:
+        first.kill()
+    assert summary_table(output)["replaced (4409)"] == "2"
+    assert "2 robots replaced by another connection (4409)" in output
+
+
+@pytest.mark.parametrize(
+    ("duration", "reason"),
+    [(0, "no robot could connect within 8 s"), (3, "no robot could connect within 3 s")],
+)
+def test_it_exits_non_zero_naming_the_url_when_no_service_answers(db, duration, reason):
+    url = f"ws://127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    with pytest.raises(CommandError) as error:
+        call_command("simulate_fleet", robots=2, duration=duration, url=url, stdout=StringIO())
+    assert time.monotonic() - started < (10 if duration == 0 else duration + 1.5)
+    message = str(error.value)
+    assert message.startswith(f"{url} did not answer: {reason} (errors: ConnectionRefusedError ")
+    assert message.endswith("). Is the service running (make run), and is --url right?")

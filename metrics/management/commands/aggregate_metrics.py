@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+
 from django.core.management.base import BaseCommand
 
-from metrics.aggregation import aggregate_mission_metrics
+from metrics import aggregation
 
 
 class Command(BaseCommand):
@@ -22,5 +24,12 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, batch_size: int | None, max_entries: int | None, **options):
-        result = aggregate_mission_metrics(batch_size=batch_size, max_entries=max_entries)
+        # The job logs its summary for qcluster's log; here the summary is the output, so log only warnings.
+        logger = logging.getLogger(aggregation.__name__)
+        level = logger.level
+        logger.setLevel(max(level, logging.WARNING))
+        try:
+            result = aggregation.aggregate_mission_metrics(batch_size=batch_size, max_entries=max_entries)
+        finally:
+            logger.setLevel(level)
         self.stdout.write(result.summary())

@@ -7,6 +7,7 @@ import json
 import signal
 import time
 
+import redis
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
@@ -15,6 +16,30 @@ from telemetry.simulator import SimulationConfig, Stats, simulate
 
 def robot_ids(count: int, prefix: str) -> list[str]:
     return [f"{prefix}-{n:04d}" for n in range(1, count + 1)]
+
+
+def connected_now(ids: list[str]) -> list[str]:
+    """Those of `ids` connected to the service right now; none when its Redis is down (so is the service)."""
+    from telemetry.presence import robot_states
+
+    try:
+        states = robot_states(ids)
+    except redis.ConnectionError:
+        return []
+    return [robot_id for robot_id in ids if states[robot_id]["connected"]]
+
+
+def free_prefix(prefix: str, count: int) -> str:
+    """A prefix like `sim2` whose robots are not connected, to suggest instead of a busy one."""
+    for n in range(2, 100):
+        candidate = f"{prefix}{n}"
+        if not connected_now(robot_ids(count, candidate)):
+            return candidate
+    return f"{prefix}-b"
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def provision(ids: list[str]) -> list[tuple[str, str]]:
@@ -50,6 +75,10 @@ def _ms(value: float | None) -> str:
 class Command(BaseCommand):
     help = "Simulate robots streaming realistic telemetry to a running Fleet Telemetry service."
 
+    def create_parser(self, prog_name: str, subcommand: str, **kwargs):
+        # `--robot 5` must not quietly mean `--robots 5`, nor `--pre x` mean `--prefix x`.
+        return super().create_parser(prog_name, subcommand, allow_abbrev=False, **kwargs)
+
     def add_arguments(self, parser):
         parser.add_argument("--robots", type=int, default=10, help="number of robots (default 10)")
         parser.add_argument("--rate", type=float, default=1.0, help="frames per second per robot (default 1)")
@@ -59,6 +88,13 @@ class Command(BaseCommand):
         parser.add_argument("--lossy", action="store_true", help="drop and reconnect robots at random, backfill")
         parser.add_argument("--prefix", default="sim", help="robot id prefix (default sim: sim-0001, ...)")
         parser.add_argument("--seed", type=int, default=None, help="random seed, for repeatable runs")
+        parser.add_argument(
+            "--take-over",
+            action="store_true",
+            help="replace robots of this prefix that are connected now (e.g. another simulator's)",
+        )
+
+    _replaced_reported = 0
 
     def handle(self, *args, **options):
         count, rate = options["robots"], options["rate"]
@@ -73,9 +109,21 @@ class Command(BaseCommand):
                 f"--rate {rate:g} is above the server's limit of {limit} frames/s per robot; using {limit}."
             )
             rate = float(limit)
-        ids = robot_ids(count, options["prefix"])
+        prefix = options["prefix"]
+        ids = robot_ids(count, prefix)
+        busy = connected_now(ids)
+        if busy and not options["take_over"]:
+            # Provisioning rotates tokens: the robots connected now (another simulator's, say) would be
+            # replaced (4409) and, their tokens gone, never come back.
+            raise CommandError(
+                f"{plural(len(busy), 'robot')} of prefix {prefix!r} {'is' if len(busy) == 1 else 'are'} "
+                f"connected right now ({busy[0]}{' …' if len(busy) > 1 else ''}), probably to another simulate_fleet. "
+                f"Starting would issue new tokens and replace them. Pick another prefix, e.g. "
+                f"--prefix {free_prefix(prefix, count)}, or pass --take-over to replace them."
+            )
         credentials = provision(ids)
-        self.stdout.write(f"Provisioned {count} robots ({ids[0]} … {ids[-1]}); connecting to {options['url']}")
+        span = ids[0] if count == 1 else f"{ids[0]} … {ids[-1]}"
+        self.stdout.write(f"Provisioned {plural(count, 'robot')} ({span}); connecting to {options['url']}")
         config = SimulationConfig(
             url=options["url"],
             rate=rate,
@@ -85,7 +133,14 @@ class Command(BaseCommand):
             max_messages_per_second=limit,
         )
         stats = asyncio.run(self._run(config, credentials, options["missions"]))
+        self._report_replaced(stats)
         self._summary(stats)
+        if stats.gave_up:
+            errors = ", ".join(f"{code} {n}" for code, n in sorted(stats.errors.items())) or "none"
+            raise CommandError(
+                f"{options['url']} did not answer: {stats.gave_up} (errors: {errors}). "
+                "Is the service running (make run), and is --url right?"
+            )
 
     async def _run(self, config: SimulationConfig, credentials: list[tuple[str, str]], missions: float) -> Stats:
         stop = asyncio.Event()
@@ -120,7 +175,17 @@ class Command(BaseCommand):
             for signum in handled:
                 loop.remove_signal_handler(signum)
 
+    def _report_replaced(self, stats: Stats) -> None:
+        # Replaced robots stop for good (their token was rotated): say so when it happens, not only at the end.
+        if stats.replaced > self._replaced_reported:
+            self._replaced_reported = stats.replaced
+            self.stderr.write(
+                f"{plural(stats.replaced, 'robot')} replaced by another connection (4409), e.g. another "
+                "simulate_fleet with the same --prefix; replaced robots stop."
+            )
+
     def _progress(self, stats: Stats) -> None:
+        self._report_replaced(stats)
         window = stats.window()
         self.stdout.write(
             f"{time.strftime('%H:%M:%S')}  connected {stats.connected}/{stats.robots}  "

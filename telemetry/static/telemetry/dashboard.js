@@ -315,7 +315,24 @@ async function loadEvents() {
   }
 }
 
+// uPlot draws at a fixed width: follow the sections' widths when the window (or the layout) changes.
+function followContainerWidths() {
+  const charts = [
+    ["#robot-chart", () => robotChart],
+    ["#mission-chart", () => missionChart],
+  ];
+  const observer = new ResizeObserver(() => {
+    for (const [selector, chart] of charts) {
+      const element = $(selector);
+      const width = chartWidth(element);
+      if (chart() && chart().width !== width) chart().setSize({ width, height: chart().height });
+    }
+  });
+  for (const [selector] of charts) observer.observe($(selector).parentElement);
+}
+
 makeRobotChart();
+followContainerWidths();
 connect();
 loadMissionHistory();
 loadEvents();

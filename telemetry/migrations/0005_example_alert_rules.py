@@ -19,6 +19,6 @@ def remove_examples(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("telemetry", "0002_alerts_and_rollups")]
+    dependencies = [("telemetry", "0004_alerts_and_rollups")]
 
     operations = [migrations.RunPython(create_examples, remove_examples)]

@@ -13,6 +13,6 @@ def rollups_from_samples(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("telemetry", "0003_example_alert_rules")]
+    dependencies = [("telemetry", "0005_example_alert_rules")]
 
     operations = [migrations.RunPython(rollups_from_samples, migrations.RunPython.noop)]

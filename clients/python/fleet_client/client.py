@@ -1,0 +1,187 @@
+"""RobotClient: submit frames at any time; they are kept until the server acks them, across reconnects."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from urllib.parse import quote
+
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
+
+from fleet_client import frames
+from fleet_client.buffer import Buffer
+from fleet_client.reconnect import SUBPROTOCOL, Backoff, Next, after_close
+from fleet_client.session import Session
+
+logger = logging.getLogger("fleet_client")
+ROUTE = "/api/telemetry/ws/"
+
+
+def endpoint(url: str, robot_id: str) -> str:
+    """The robot's WebSocket URL from the server's base URL (ws://host:8000) or the full route."""
+    if ROUTE in url:
+        return url
+    return f"{url.rstrip('/')}{ROUTE}{quote(robot_id, safe='')}"
+
+
+class RobotClient:
+    # The server refuses more than 20 messages a second per connection (TELEMETRY_MAX_FRAMES_PER_SECOND);
+    # half of it leaves room for network jitter bunching messages into one of its one-second windows.
+    max_messages_per_second = 10
+    # Messages sent and not yet answered; a batch's ack waits for a database commit.
+    max_in_flight = 10
+    # Without an ack by then, the frames are sent again (a stored frame is never stored twice).
+    ack_timeout = 30.0
+    # The server closes a silent connection after 120 s (4000).
+    ping_after = 30.0
+    open_timeout = 10.0
+    # Full-jitter backoff between failed attempts: the n-th wait is uniform in [0, min(cap, base * 2**n)].
+    backoff_base = 0.5
+    backoff_cap = 60.0
+
+    def __init__(
+        self, url: str, robot_id: str, token: str, buffer_path: str | None = None, max_buffered: int = 100_000
+    ) -> None:
+        self.url = endpoint(url, robot_id)
+        self.robot_id = robot_id
+        self._token = token
+        self._buffer = Buffer(buffer_path, max_buffered)
+        self._counts = {"submitted": 0, "acked": 0, "dropped": 0, "rejected": 0, "reconnects": 0}
+        self._stopped: str | None = None
+        self._lost_unreported = 0
+        self._wake = asyncio.Event()
+        self._progress = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._backoff = Backoff()
+
+    @property
+    def stats(self) -> dict[str, int | str | None]:
+        """Counts since this process started; `buffered` is what still waits for an ack (also from before)."""
+        return {**self._counts, "buffered": len(self._buffer), "stopped": self._stopped}
+
+    async def start(self) -> None:
+        """Connect in the background and keep connected; returns at once."""
+        if self._task is None:
+            self._backoff = Backoff(self.backoff_base, self.backoff_cap)
+            self._task = asyncio.create_task(self._run(), name=f"fleet_client {self.robot_id}")
+
+    def submit(self, frame: dict) -> int:
+        """Buffer one frame (stamped with seq, and with ts unless it has one) for sending; its seq. Never blocks."""
+        frames.check(frame)
+        seq = self._buffer.next_seq
+        ts = frame.get("ts")
+        if ts is None:
+            # Strictly increasing to the microsecond: the server keeps one sample per (robot, ts).
+            ts = round(max(time.time(), self._buffer.last_ts + 1e-6), 6)
+        text = frames.encode(frame, seq, ts)
+        dropped = self._buffer.add(seq, ts, text)
+        self._counts["submitted"] += 1
+        if dropped:
+            self._counts["dropped"] += dropped
+            self._lost_unreported += dropped
+        self._wake.set()
+        return seq
+
+    async def flush(self, timeout: float = 30) -> bool:  # noqa: ASYNC109 (the interface robots are written against)
+        """True once every frame submitted so far is acked; False on timeout, or if any was dropped or refused."""
+        last = self._buffer.next_seq - 1
+        deadline = time.monotonic() + timeout
+        while self._buffer.frames and next(iter(self._buffer.frames)) <= last:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self._stopped is not None:
+                return False
+            self._progress.clear()
+            try:
+                await asyncio.wait_for(self._progress.wait(), min(remaining, 0.5))
+            except TimeoutError:
+                pass
+        lost, self._lost_unreported = self._lost_unreported, 0
+        return lost == 0
+
+    async def close(self) -> None:
+        """Stop sending; what is not acked stays in the buffer file (when there is one) for the next start."""
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        self._buffer.close()
+
+    # --- for the session ----------------------------------------------------------------------
+
+    def _settle(self, seqs: list[int], outcome: str) -> None:
+        """Frames the server acked, or will never take ("rejected"): out of the buffer."""
+        removed = self._buffer.remove(seqs)
+        self._counts[outcome] += removed
+        if outcome != "acked":
+            self._lost_unreported += removed
+        self._progress.set()
+
+    # --- connecting ---------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        connections = 0
+        while True:
+            try:
+                ws = await connect(
+                    self.url,
+                    additional_headers={"Authorization": f"Bearer {self._token}"},
+                    subprotocols=[SUBPROTOCOL],
+                    open_timeout=self.open_timeout,
+                    compression=None,
+                )
+            except InvalidStatus as exc:
+                status = exc.response.status_code
+                if status == 403:
+                    self._stop("refused with HTTP 403: unknown or inactive robot, wrong token, or unsupported protocol")
+                    return
+                await self._wait(self._backoff.next_delay(), f"handshake answered HTTP {status}")
+                continue
+            except InvalidURI as exc:
+                self._stop(f"invalid URL: {exc}")
+                return
+            except (OSError, TimeoutError, InvalidHandshake) as exc:
+                await self._wait(self._backoff.next_delay(), f"cannot connect ({exc or type(exc).__name__})")
+                continue
+            if connections:
+                self._counts["reconnects"] += 1
+            connections += 1
+            logger.info("robot %s: connected (%d frames to send)", self.robot_id, len(self._buffer))
+            session = Session(self, ws)
+            try:
+                await session.run()
+            except Exception:
+                # A bug must not end the robot's connection for good: log it and connect again.
+                logger.exception("robot %s: connection failed", self.robot_id)
+            finally:
+                await ws.close()
+            if session.healthy:
+                self._backoff.reset()
+            action, reason = after_close(session.close_code)
+            if action is Next.STOP:
+                self._stop(f"closed with {session.close_code} ({reason}); not reconnecting")
+                return
+            if action is Next.RETRY_AFTER and session.retry_after is not None:
+                # Spread the fleet's returns over a second rather than all at the same instant.
+                delay = session.retry_after + random.uniform(0.0, 1.0)
+            elif action is Next.AT_ONCE and self._backoff.failures == 0:
+                # At once, but only once in a row: a server that is still stopping closes again at once.
+                delay = 0.0
+                self._backoff.failures = 1
+            else:
+                delay = self._backoff.next_delay()
+            await self._wait(delay, f"closed with {session.close_code} ({reason})")
+
+    async def _wait(self, delay: float, why: str) -> None:
+        logger.info("robot %s: %s; reconnecting in %.2f s", self.robot_id, why, delay)
+        await asyncio.sleep(delay)
+
+    def _stop(self, why: str) -> None:
+        self._stopped = why
+        logger.error("robot %s: stopped for good: %s", self.robot_id, why)
+        self._progress.set()
