@@ -19,7 +19,8 @@ from collections.abc import Callable, Mapping
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 
-from telemetry.alerts import AlertEvaluator, Transition, record
+from telemetry.alert_records import record
+from telemetry.alerts import AlertEvaluator, Transition
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ class TelemetryConfig(AppConfig):
 
     def ready(self) -> None:
         from metrics.signals import aggregation_completed
-        from telemetry.alerts import rule_deleting, rule_saved
+        from telemetry.alert_records import rule_deleting, rule_saved
         from telemetry.dashboard import push_changed_counters
         from telemetry.models import AlertRule
         from telemetry.retention import ensure_schedule_after_migrate

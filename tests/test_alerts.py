@@ -7,7 +7,8 @@ from channels.db import database_sync_to_async
 
 from fleet.redis import get_async_client
 from telemetry import presence
-from telemetry.alerts import AlertEvaluator, Rule, record
+from telemetry.alert_records import record
+from telemetry.alerts import AlertEvaluator, Rule
 from telemetry.models import Alert
 from telemetry.signals import alert_cleared, alert_raised
 
