@@ -11,6 +11,7 @@ writes its Alert row and sends the signal (telemetry.alert_records); the bridge 
 
 from __future__ import annotations
 
+import json
 import logging
 import operator
 from collections.abc import Callable, Mapping
@@ -168,6 +169,9 @@ class AlertEvaluator:
         # rule pk -> {robot_id: "p" | "r"}, as this process last saw it. Robots without state whose
         # condition does not hold need no round trip; refresh_state() learns of other processes' state.
         self.state: dict[int, dict[str, str]] = {}
+        # rule pk -> {robot_id: a value at least as good as its peak in Redis}: a raised robot whose
+        # value is no worse needs no round trip either (the common case of an alert that stays up).
+        self.peaks: dict[int, dict[str, float]] = {}
 
     @property
     def metric_rules(self) -> list[Rule]:
@@ -181,6 +185,7 @@ class AlertEvaluator:
         self.rules = rules
         self.rules_loaded_at = now
         self.state = {rule.pk: self.state.get(rule.pk, {}) for rule in rules}
+        self.peaks = {rule.pk: self.peaks.get(rule.pk, {}) for rule in rules}
 
     async def load_rules(self, now: float) -> None:
         """Re-read the enabled rules when this process's copy is older than RULES_TTL."""
@@ -199,7 +204,9 @@ class AlertEvaluator:
         for rule in self.rules:
             pipe.hgetall(state_key(rule.pk))
         for rule, raw in zip(self.rules, await pipe.execute(), strict=True):
-            self.state[rule.pk] = {robot.decode(): _state_code(value) for robot, value in raw.items()}
+            states = {robot.decode(): json.loads(value) for robot, value in raw.items()}
+            self.state[rule.pk] = {robot_id: state["s"] for robot_id, state in states.items()}
+            self.peaks[rule.pk] = {robot_id: float(state["peak"]) for robot_id, state in states.items()}
 
     def pending_robots(self) -> set[str]:
         """Robots with a pending metric alert: re-evaluated without a new frame, so for_seconds can elapse."""
@@ -210,12 +217,19 @@ class AlertEvaluator:
         checks = []
         for rule in self.metric_rules:
             known = self.state[rule.pk]
+            peaks = self.peaks.setdefault(rule.pk, {})
+            holds, threshold, metric, direction = _COMPARE[rule.op], rule.threshold, rule.metric, rule.direction
             triples = []
             for robot_id, metrics in values.items():
-                value = metrics[rule.metric]
-                condition = rule.condition(value)
-                if condition == HOLDS or robot_id in known:
-                    triples.append((robot_id, condition, value))
+                value = metrics[metric]
+                if holds(value, threshold):
+                    # Raised and no worse than its known peak: Redis would change nothing.
+                    peak = peaks.get(robot_id)
+                    if peak is not None and known.get(robot_id) == "r" and (value - peak) * direction <= 0:
+                        continue
+                    triples.append((robot_id, HOLDS, value))
+                elif robot_id in known:
+                    triples.append((robot_id, rule.condition(value), value))
             if triples:
                 checks.append((rule, triples))
         return await self._run(checks, now, client)
@@ -260,19 +274,20 @@ class AlertEvaluator:
         codes, raw = await (client or get_async_client()).eval(EVALUATE_SCRIPT, 0, *args)
         codes = iter(codes)
         for rule, triples in checks:
-            known = self.state[rule.pk]
-            for robot_id, _, _ in triples:
+            known, peaks = self.state[rule.pk], self.peaks.setdefault(rule.pk, {})
+            for robot_id, condition, value in triples:
                 code = next(codes).decode()
                 if code == "-":
                     known.pop(robot_id, None)
-                else:
-                    known[robot_id] = code
+                    peaks.pop(robot_id, None)
+                    continue
+                known[robot_id] = code
+                if condition == HOLDS:
+                    # At least this bad: the script keeps the worst of it and what it had.
+                    peak = peaks.get(robot_id)
+                    peaks[robot_id] = value if peak is None or (value - peak) * rule.direction > 0 else peak
         by_key = {state_key(rule.pk): rule for rule, _ in checks}
         return [
             Transition(by_key[key.decode()], robot.decode(), kind.decode(), float(value), float(peak), now)
             for key, robot, kind, value, peak in raw
         ]
-
-
-def _state_code(raw: bytes) -> str:
-    return "r" if b'"s":"r"' in raw else "p"

@@ -155,3 +155,15 @@ async def test_recording_writes_one_alert_row_per_raise_and_closes_it_on_clear(r
         ("alert_raised", {**payload, "value": 8.0, "threshold": 20.0, "timestamp": T0 + 60}),
         ("alert_cleared", {**payload, "value": 50.0, "threshold": 20.0, "timestamp": T0 + 70}),
     ]
+
+
+async def test_the_peak_is_the_worst_value_of_the_whole_alert_whichever_process_saw_it():
+    first, second = evaluator(BATTERY_LOW), evaluator(BATTERY_LOW)
+    await first.evaluate({"r2d2": metrics(battery=15)}, T0)
+    await first.evaluate({"r2d2": metrics(battery=12)}, T0 + 60)
+    await second.refresh_state()
+    for offset, battery in enumerate([14, 9, 13, 11]):
+        process = (first, second)[offset % 2]
+        assert await process.evaluate({"r2d2": metrics(battery=battery)}, T0 + 61 + offset) == []
+    [cleared] = await first.evaluate({"r2d2": metrics(battery=30)}, T0 + 70)
+    assert (cleared.kind, cleared.peak) == ("clear", 9.0)
