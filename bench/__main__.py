@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
                 ]
                 bench.floor = statistics.median(floors) if floors else None
         summary = report.summarize(runs)
-        text = header(bench, args) + "\n\n" + report.markdown(summary) + "\n"
+        text = header(bench, args) + "\n\n" + report.ratio_line(summary) + report.markdown(summary) + "\n"
         if notes:
             text += "\n" + "\n".join(notes) + "\n"
         print(text)

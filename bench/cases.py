@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 
-from bench.environment import Bench
+from bench.environment import Bench, CpuMeter
 from bench.loadgen import percentile
 
 CLIENTS = 100  # robots with one outstanding frame each, for the max-load cases
@@ -67,10 +67,10 @@ def ceilings(bench: Bench) -> list[dict]:
 
 def _dashboard_available() -> bool:
     try:
-        from telemetry import dashboard
+        from telemetry import routing
     except ImportError:
         return False
-    return bool(getattr(dashboard, "websocket_urlpatterns", None))
+    return any("fleet/ws" in str(route.pattern) for route in routing.websocket_urlpatterns)
 
 
 def _start_dashboard(bench: Bench, port: int):
@@ -114,17 +114,54 @@ def sweep_levels(bench: Bench) -> list[int]:
     return [1000, 4000] if bench.quick else [1000, 2000, 4000, 6000, 8000]
 
 
+def bare_echo(bench: Bench, robots: list) -> dict:
+    """The bare `Echo:` ASGI app on stock daphne, under the same load as the robot route."""
+    server = bench.daphne_echo(bench.server_cpu)
+    try:
+        meter = CpuMeter(server)
+        result = bench.loadgen(
+            {**_closed(f"ws://127.0.0.1:{server.port}", robots, bench), "echo": True}, bench.client_cpu
+        )
+        cpu = meter.between(*result["window"])
+    finally:
+        bench.stop(server)
+    return {
+        "case": "2 reference: bare echo on stock daphne",
+        "frames/s": result["frames_per_s"],
+        "ack p50 ms": _ms(result["p50_ms"]),
+        "ack p99 ms": _ms(result["p99_ms"]),
+        "frames per server CPU-second": _per_cpu_second(result["frames"], cpu),
+    }
+
+
+def _per_cpu_second(frames: int, cpu_seconds: float | None) -> float | None:
+    """Frames per CPU-second the server used in the measurement window: less sensitive than frames/s
+    to other processes taking the server's core."""
+    return round(frames / cpu_seconds) if cpu_seconds else None
+
+
+def _percent(part: float | None, whole: float | None) -> float | None:
+    return round(100 * part / whole, 1) if part and whole else None
+
+
 def ingest(bench: Bench) -> list[dict]:
-    """The real robot route with everything on and a dashboard watching; then a paced sweep for the plot."""
+    """The real robot route with everything on and a dashboard watching; then a paced sweep for the plot.
+
+    Each run first measures the bare echo on stock daphne, right before the route, so the ratio
+    between the two comes from the same minute of a machine whose speed drifts.
+    """
     robots = bench.robots(CLIENTS)
+    reference = bare_echo(bench, robots)
+    rows = [reference]
     server = bench.fleet(bench.server_cpu)
-    rows = []
     dashboard = None
     try:
         spec = _closed(f"ws://127.0.0.1:{server.port}", robots, bench)
         rss_before = server.rss()
         dashboard = _start_dashboard(bench, server.port)
+        meter = CpuMeter(server)
         load = bench.loadgen(spec, bench.client_cpu)
+        per_cpu_second = _per_cpu_second(load["frames"], meter.between(*load["window"]))
         time.sleep(1.0)  # let the last flush reach the dashboard
         seen = dashboard.release() if dashboard else None
         row = {
@@ -134,6 +171,9 @@ def ingest(bench: Bench) -> list[dict]:
             "ack p99 ms": _ms(load["p99_ms"]),
             "rejected": load["rejected"],
             "server RSS growth MiB": _mib(server.rss() - rss_before),
+            "frames per server CPU-second": per_cpu_second,
+            "% of bare echo on daphne": _percent(load["frames_per_s"], reference["frames/s"]),
+            "% of bare echo per CPU-second": _percent(per_cpu_second, reference["frames per server CPU-second"]),
         }
         if bench.floor:
             row["% of Channels echo"] = round(100 * load["frames_per_s"] / bench.floor, 1)

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -87,6 +88,40 @@ class Process:
             except subprocess.TimeoutExpired:
                 self.popen.kill()
                 self.popen.wait()
+
+
+class CpuMeter:
+    """A process's CPU time sampled every 50 ms, to tell what it used between two wall-clock instants
+    (a load generator's measurement window, without the connections and warm-up before it)."""
+
+    def __init__(self, process: Process) -> None:
+        self.process = process
+        self.samples: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                self.samples.append((time.time(), self.process.cpu_seconds()))
+            except Exception:  # the process is gone
+                return
+            if self._stop.wait(0.05):
+                return
+
+    def between(self, begin: float, end: float) -> float | None:
+        self._stop.set()
+        self._thread.join()
+        return _at(self.samples, end) - _at(self.samples, begin) if len(self.samples) > 1 else None
+
+
+def _at(samples: list[tuple[float, float]], moment: float) -> float:
+    """CPU seconds at `moment`, interpolated between the two samples around it."""
+    for (t0, c0), (t1, c1) in zip(samples, samples[1:], strict=False):
+        if t0 <= moment <= t1:
+            return c0 + (c1 - c0) * (moment - t0) / (t1 - t0) if t1 > t0 else c0
+    return samples[0][1] if moment < samples[0][0] else samples[-1][1]
 
 
 @dataclass
@@ -164,6 +199,16 @@ class Bench:
         env.pop("DJANGO_SETTINGS_MODULE", None)  # the echo app configures its own minimal settings
         args = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "bench.echo_asgi:application"]
         process = self.spawn("channels-echo", args, env, port, cpu)
+        self.wait_listening(process)
+        return process
+
+    def daphne_echo(self, cpu: int | None = None) -> Process:
+        """bench.bare_echo on stock daphne: daphne's own defaults, none of fleet.serve's tuning."""
+        port = free_port()
+        env = self.child_env()
+        env.pop("DJANGO_SETTINGS_MODULE", None)
+        args = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "bench.bare_echo:application"]
+        process = self.spawn("daphne-bare-echo", args, env, port, cpu)
         self.wait_listening(process)
         return process
 

@@ -2,6 +2,7 @@
 
 `python -m bench.loadgen SPEC.json` prints one JSON line with the result. Modes:
 - closed: each robot keeps exactly one frame outstanding (send, wait for the ack, repeat): max load;
+  with `"echo": true` the reply counted is the bare echo's `Echo: <frame>` instead of an ack;
 - paced: each robot sends `rate` frames/s on a fixed schedule, whatever the acks do;
 - idle: open the connections, print `READY {...}`, hold them until stdin closes;
 - dashboard: connect to the fleet view, print `READY`, record telemetry until stdin closes.
@@ -93,9 +94,10 @@ async def open_all(spec: dict, tally: Tally) -> list:
     return await asyncio.gather(*(one(robot_id, token) for robot_id, token in spec["robots"]))
 
 
-async def closed_client(robot_id: str, ws, window: Window, tally: Tally) -> None:
+async def closed_client(robot_id: str, ws, window: Window, tally: Tally, echo: bool = False) -> None:
     seq = 0
     clock = time.monotonic
+    expected = "Echo: " if echo else '"ack"'
     try:
         while not window.over:
             seq += 1
@@ -104,13 +106,13 @@ async def closed_client(robot_id: str, ws, window: Window, tally: Tally) -> None
             reply = await ws.recv()
             if not window.inside(sent):
                 continue
-            if '"ack"' in reply:
+            if reply.startswith(expected) if echo else expected in reply:
                 tally.latencies.append((clock() - sent) * 1000)
                 tally.frames += 1
                 tally.last[robot_id] = seq
             else:
                 tally.rejected += 1
-                tally.error(json.loads(reply).get("code", "unknown"))
+                tally.error("unexpected reply" if echo else json.loads(reply).get("code", "unknown"))
     except ConnectionClosed as exc:
         tally.error(f"closed {exc.rcvd.code if exc.rcvd else None}")
 
@@ -164,7 +166,8 @@ async def run_load(spec: dict) -> dict:
     live = [(robot_id, ws) for robot_id, ws in connections if ws is not None]
     window = Window(spec.get("warmup", 1.0), spec["duration"])
     if spec["mode"] == "closed":
-        clients = [closed_client(robot_id, ws, window, tally) for robot_id, ws in live]
+        echo = spec.get("echo", False)
+        clients = [closed_client(robot_id, ws, window, tally, echo) for robot_id, ws in live]
     else:
         count = max(1, len(live))
         clients = [

@@ -36,6 +36,19 @@ def summarize(runs: list[list[dict]]) -> list[dict]:
     return summary
 
 
+def ratio_line(summary: list[dict]) -> str:
+    """The headline: the robot route as a share of the bare echo on stock daphne, measured in the same runs."""
+    lines = []
+    for row in summary:
+        if row["case"] == "2 ingest: robot route, everything on" and row["measure"].startswith("% of bare echo"):
+            what = "frames/s" if row["measure"] == "% of bare echo on daphne" else "frames per server CPU-second"
+            lines.append(
+                f"**Robot route / bare echo on stock daphne ({what}): {_number(row['median'])}%** "
+                f"(median of {row['runs']}; {_number(row['min'])}–{_number(row['max'])}%)"
+            )
+    return "".join(f"- {line}\n" for line in lines) + ("\n" if lines else "")
+
+
 def _number(value: float | None) -> str:
     if value is None:
         return "–"

@@ -221,7 +221,7 @@ def run(args: argparse.Namespace, stack: Stack, duration: float, window: float) 
 
     from fleet.redis import get_client
     from metrics.aggregation import aggregate_mission_metrics
-    from telemetry.ingest import FRAMES_KEY
+    from telemetry.flusher import FRAMES_KEY
     from telemetry.robots import create_robot
     from telemetry.simulator import SimulationConfig, Stats, simulate
 

@@ -12,13 +12,12 @@ django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
-from telemetry import dashboard, routing  # noqa: E402
+from telemetry import routing  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        # Each route carries its own guard (see telemetry.routing): robots authenticate with a
-        # token and send no Origin; dashboards use the session and have their Origin checked.
-        "websocket": URLRouter(routing.websocket_urlpatterns + dashboard.websocket_urlpatterns),
+        # Each route carries its own guard (see telemetry.routing).
+        "websocket": URLRouter(routing.websocket_urlpatterns),
     }
 )

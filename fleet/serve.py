@@ -12,7 +12,10 @@ It differs from plain `daphne fleet.asgi:application` in six ways:
 - daphne's periodic timeout and keep-alive check is spread out instead of visiting every
   connection at once;
 - the telemetry process loop runs from the start, robots connected or not, so the fleet-wide
-  alert rules (`not_reporting`) are evaluated even when every robot has gone.
+  alert rules (`not_reporting`) are evaluated even when every robot has gone;
+- the per-frame path is leaner (fleet.daphne_protocol): sends go straight to the socket when
+  nothing is queued, debug-log arguments are not built while debug is off, and client frames are
+  unmasked by wsaccel; the reactor dispatches socket events without building a log context.
 """
 
 from __future__ import annotations
@@ -24,8 +27,10 @@ import sys
 
 from daphne.cli import CommandLineInterface
 from daphne.server import Server
-from daphne.ws_protocol import WebSocketProtocol
-from twisted.internet import defer, reactor
+from twisted.internet import asyncioreactor, defer, reactor
+from twisted.python import log as twisted_log
+
+from fleet.daphne_protocol import FleetWebSocketProtocol, install_fast_unmasking
 
 # CPython's defaults (700, 10, 10) run a young collection every 700 net allocations, so objects
 # that live a few hundred milliseconds (frames awaiting a flush, events awaiting the publisher)
@@ -42,29 +47,6 @@ SHUTDOWN_TIMEOUT = 8.0
 # handshake reply, an error and the close: the RST then discards all of it unread, and a robot turned away
 # with 4429 only sees its connection die, without the retry_after it needs.
 CLOSE_HANDSHAKE_TIMEOUT = 5.0
-
-
-class FleetWebSocketProtocol(WebSocketProtocol):
-    """daphne's protocol, able to send every close code a server may use, and messages of any size."""
-
-    def sendMessage(self, payload, *args, **kwargs):
-        # The size limits bound what a client can make us buffer. autobahn applies them to what
-        # we send as well, which would break a dashboard's snapshot of a large fleet (> 64 KiB).
-        limit, self.maxMessagePayloadSize = self.maxMessagePayloadSize, 0
-        try:
-            return super().sendMessage(payload, *args, **kwargs)
-        finally:
-            self.maxMessagePayloadSize = limit
-
-    def handle_reply(self, message):
-        if message.get("type") != "websocket.close" or self.state == self.STATE_CONNECTING:
-            return super().handle_reply(message)
-        # autobahn's sendClose only takes 1000 and 3000-4999, so 1001 (server_shutdown),
-        # 1008 (protocol_error) and 1009 (too_large) from the app would raise; sendCloseFrame
-        # sends any code.
-        code = message.get("code") or 1000
-        reason = (message.get("reason") or "").encode()[:123] or None
-        self.sendCloseFrame(code=code, reasonUtf8=reason, isReply=False)
 
 
 class FleetServer(Server):
@@ -92,6 +74,7 @@ class FleetServer(Server):
         super().listen_success(port)
         # Listening is set up before the reactor runs, so no connection exists yet.
         self.ws_factory.protocol = FleetWebSocketProtocol
+        install_fast_unmasking()
         # autobahn's server default drops the TCP connection on a protocol failure, so a robot
         # that sends a message over the size limit would see 1006; send the close frame (1009).
         self.ws_factory.setProtocolOptions(failByDrop=False, closeHandshakeTimeout=CLOSE_HANDSHAKE_TIMEOUT)
@@ -107,6 +90,22 @@ class FleetServer(Server):
         hooks.addErrback(lambda failure: None)
         hooks.addCallback(lambda _: Server.kill_all_applications(self))
         return hooks
+
+
+def dispatch_socket_event(selectable, method, *args):
+    """Twisted's callWithLogger without the log context it builds for every socket event.
+
+    The asyncio reactor wraps each read and write callback in callWithLogger, which copies two
+    dicts and pushes a context (~2 µs, 3-4% of the robot route's CPU) only to tag legacy log
+    lines with the connection's prefix. The reactor's own _readOrWrite already logs an exception
+    and drops the connection; what it lets through is still logged here, as callWithLogger does.
+    """
+    try:
+        return method(*args)
+    except KeyboardInterrupt:
+        raise
+    except BaseException:
+        twisted_log.err()
 
 
 def _run_resident() -> None:
@@ -146,6 +145,8 @@ def default_arguments() -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "fleet.settings")
+    # Read when each socket is registered with the reactor (AsyncioSelectorReactor.addReader/addWriter).
+    asyncioreactor.callWithLogger = dispatch_socket_event
     args = default_arguments() + list(sys.argv[1:] if argv is None else argv)
     if not any(arg.endswith(":application") for arg in args):
         args.append("fleet.asgi:application")

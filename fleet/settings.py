@@ -188,7 +188,7 @@ CHANNEL_LAYERS = {
             "group_expiry": 86400,
         },
     },
-    # The dashboards' fan-out (telemetry.dashboard): Redis Pub/Sub. A process reads each message in
+    # The dashboards' fan-out (fleet.fanout): Redis Pub/Sub. A process reads each message in
     # one step, where the default layer needs four round trips in a row per message and falls behind
     # when the event loop is saturated. Dashboards coalesce what they receive, so nothing piles up.
     "fanout": {
@@ -225,14 +225,16 @@ LOGIN_URL = "/admin/login/"
 LOGIN_REDIRECT_URL = "/dashboard/"
 
 REST_FRAMEWORK = {
+    # Token first: an anonymous caller gets 401 with `WWW-Authenticate: Token`, not a bare 403.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.SessionAuthentication",
         "fleet.authentication.TokenOrBearerAuthentication",  # `Token <key>` or `Bearer <key>`
+        "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PAGINATION_CLASS": "fleet.pagination.FleetPagination",
+    "DEFAULT_PAGINATION_CLASS": "fleet.api.Pagination",
     "PAGE_SIZE": 100,
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "fleet.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "fleet.api.exception_handler",
     "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.AnonRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {"anon": os.environ.get("API_ANON_THROTTLE", "120/minute")},
 }
@@ -347,7 +349,7 @@ METRICS_COLLECTORS = [
     "fleet.build.BuildInfoCollector",
     "telemetry.prometheus.FleetCollector",
     "telemetry.prometheus.AlertCollector",
-    "telemetry.dashboard.FanoutCollector",
+    "telemetry.prometheus.FanoutCollector",
     # Per process, not fleet-wide: see telemetry/latency.py.
     "telemetry.latency.LatencyCollector",
 ]

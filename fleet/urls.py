@@ -8,7 +8,7 @@ from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from fleet.health import healthz
-from telemetry.dashboard import dashboard_page
+from telemetry.views import dashboard_page
 
 
 def favicon(request: HttpRequest) -> HttpResponseRedirect:

@@ -1,28 +1,16 @@
 """Exactly-once aggregation of the mission status stream into counters.
 
-Every entry is counted once, whatever crashes or overlapping runs happen, because the stream
-position that was counted (the cursor) lives in the database and moves in the same transaction
-as the counters:
-
-- each batch is read from Redis outside any transaction, then one transaction re-reads the
-  cursor row under a lock, checks it still is where the batch was read from, adds the deltas
-  and advances the cursor;
-- PostgreSQL: `SELECT ... FOR UPDATE` on the cursor row makes a concurrent run wait, then see
-  the moved cursor and re-read from there;
-- SQLite has no row locks, but the settings open every transaction with `BEGIN IMMEDIATE`,
-  which takes the database's write lock before the cursor is re-read. Two runs therefore
-  serialise on that lock exactly like on the row lock (see docs/metrics.md).
-A crash between batches leaves the counters and the cursor at the last committed batch.
+The stream position that was counted (the cursor) lives in the database and moves in the same
+transaction as the counters, so every entry is counted once whatever crashes or overlapping runs
+happen (docs/metrics.md explains the locking on PostgreSQL and SQLite).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import secrets
 import time
 from collections import Counter as Tally
-from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import redis as redis_lib
@@ -41,13 +29,13 @@ from metrics.counters import (
     inc_counters,
     snapshot_counters,
 )
+from metrics.entries import tally
 from metrics.models import Counter, JobRuns, StreamCursor
 from metrics.signals import aggregation_completed, aggregation_failed, aggregation_started
 
 logger = logging.getLogger(__name__)
 
 JOB_ID = "aggregate_mission_metrics"
-MAX_STATUS_LENGTH = 64
 START = "0-0"
 
 
@@ -75,6 +63,8 @@ class RunResult:
     last_id: str | None = None
     duration_ms: float = 0.0
     counters_changed: list[int] = field(default_factory=list)
+    # The changed counters' new values, {"name", "labels", "value"}, ordered by name and labels.
+    counters: list[dict] = field(default_factory=list)
     gaps: list[Gap] = field(default_factory=list)
     interrupted: bool = False  # the cluster is stopping: the next run carries on from the cursor
 
@@ -116,7 +106,6 @@ def aggregate_mission_metrics(redis=None, batch_size: int | None = None, max_ent
         raise  # so that Django-Q2 records the failure
     result.duration_ms = (time.perf_counter() - started) * 1000
     _count_run("completed", result.duration_ms / 1000)
-    _remember(result)
     if result.entries_processed:
         logger.info("%s: %s", run_id, result.summary())
     aggregation_completed.send(
@@ -128,6 +117,7 @@ def aggregate_mission_metrics(redis=None, batch_size: int | None = None, max_ent
         duration_ms=result.duration_ms,
         timestamp=time.time(),
         last_id=result.last_id,
+        counters=result.counters,
     )
     return result
 
@@ -146,27 +136,6 @@ def _count_run(result: str, duration: float) -> None:
     except Exception:
         # A run must not fail, or hide why it failed, because its figures could not be written.
         logger.exception("could not record the run of %s", JOB_ID)
-
-
-def changed_counters(run_id: str) -> list[Counter]:
-    """The counters a run changed (those it snapshotted), e.g. for a receiver of aggregation_completed."""
-    known = _recent_runs.get(run_id)
-    if known is not None and not known:
-        return []  # an idle run of this process: keep it free of queries, receivers included
-    if known is not None:
-        return list(Counter.objects.filter(id__in=known).order_by("name", "id"))
-    return list(Counter.objects.filter(snapshots__run_id=run_id).distinct().order_by("name", "id"))
-
-
-# The counters changed by this process's latest runs, so aggregation_completed receivers needn't query for them.
-_recent_runs: OrderedDict[str, list[int]] = OrderedDict()
-_RECENT_RUNS_KEPT = 16
-
-
-def _remember(result: RunResult) -> None:
-    _recent_runs[result.run_id] = result.counters_changed
-    while len(_recent_runs) > _RECENT_RUNS_KEPT:
-        _recent_runs.popitem(last=False)
 
 
 def _run(client: redis_lib.Redis, stream: str, run_id: str, batch_size: int, max_entries: int) -> RunResult:
@@ -213,51 +182,10 @@ def _run(client: redis_lib.Redis, stream: str, run_id: str, batch_size: int, max
     result.last_id = None if cursor == START else cursor
     if changed:
         snapshot_counters(changed, notes=notes, run_id=run_id)
+        rows = Counter.objects.filter(id__in=changed).values("name", "labels", "value")
+        result.counters = sorted(rows, key=lambda row: (row["name"], sorted(row["labels"].items())))
     result.counters_changed = sorted(changed)
     return result
-
-
-def tally(entries: list, data_key: bytes | str = b"data") -> tuple[Tally, int]:
-    """Count valid statuses in raw XRANGE entries ([id, [field, value, ...]]); returns (statuses, invalid)."""
-    statuses: list[str] = []
-    append = statuses.append
-    parse = _parse_json
-    invalid = 0
-    for _entry_id, fields in entries:
-        # Producers write `data` first; look further only when they didn't.
-        if fields and fields[0] == data_key:
-            raw = fields[1]
-        else:
-            raw = next((fields[i + 1] for i in range(0, len(fields) - 1, 2) if fields[i] == data_key), None)
-            if raw is None:
-                invalid += 1
-                continue
-        try:
-            doc = parse(raw)
-        except ValueError:  # bad JSON, or bytes that are not UTF-8
-            invalid += 1
-            continue
-        status = doc.get("status") if type(doc) is dict else None
-        if type(status) is not str or len(status) > MAX_STATUS_LENGTH:
-            invalid += 1
-            continue
-        append(status)
-    return Tally(statuses), invalid
-
-
-_scan_once = json.JSONDecoder().scan_once
-
-
-def _parse_json(raw: bytes | str) -> object:
-    """json.loads, about twice as fast on the common case (a compact document, nothing around it)."""
-    text = raw.decode() if isinstance(raw, bytes) else raw
-    try:
-        doc, end = _scan_once(text, 0)
-    except (StopIteration, ValueError):
-        return json.loads(text)  # raises the proper ValueError, or accepts leading whitespace
-    if end != len(text):
-        return json.loads(text)  # trailing whitespace is fine, trailing garbage is not
-    return doc
 
 
 def _read(client: redis_lib.Redis, stream: str, cursor: str, count: int) -> tuple[list, dict | None]:

@@ -1,21 +1,21 @@
-"""DRF endpoints: counters and their snapshot history (authenticated, paginated, browsable)."""
+"""DRF endpoints: counters and their snapshot history (token or session, paginated, browsable)."""
 
 from __future__ import annotations
 
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
-from rest_framework import viewsets
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from rest_framework import exceptions, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from fleet.api import since_until
+from fleet.openapi import SINCE_UNTIL, error
 from metrics.models import Counter, CounterSnapshot
-from metrics.serializers import CounterSerializer, CounterSnapshotSerializer, HistoryQuerySerializer
+from metrics.serializers import CounterSerializer, CounterSnapshotSerializer
 
 NAME = OpenApiParameter("name", OpenApiTypes.STR, description="Only counters with this exact name.")
-SINCE = OpenApiParameter("since", OpenApiTypes.STR, description="ISO 8601 date-time or Unix seconds (inclusive).")
-UNTIL = OpenApiParameter("until", OpenApiTypes.STR, description="ISO 8601 date-time or Unix seconds (inclusive).")
-NOT_FOUND = OpenApiResponse(description="No counter with this id.")
+NOT_FOUND = error("`counter_not_found`")
 
 
 @extend_schema_view(
@@ -24,30 +24,34 @@ NOT_FOUND = OpenApiResponse(description="No counter with this id.")
 )
 class CounterViewSet(viewsets.ReadOnlyModelViewSet):
     serializer_class = CounterSerializer
+    # Any id reaches the view, so a malformed one gets the API's JSON 404, not Django's HTML one.
+    lookup_value_regex = "[^/]+"
 
     def get_queryset(self):
         counters = Counter.objects.order_by("name", "id")
         name = self.request.query_params.get("name")
         return counters.filter(name=name) if name else counters
 
+    def get_object(self) -> Counter:
+        pk = self.kwargs["pk"]
+        counter = self.get_queryset().filter(pk=pk).first() if str(pk).isdigit() else None
+        if counter is None:
+            raise exceptions.NotFound(f"No counter with id {pk!r}.", code="counter_not_found")
+        self.check_object_permissions(self.request, counter)
+        return counter
+
     @extend_schema(
-        parameters=[SINCE, UNTIL],
+        parameters=SINCE_UNTIL,
         responses={
             200: CounterSnapshotSerializer(many=True),
-            400: OpenApiResponse(description="since or until is neither an ISO 8601 date-time nor Unix seconds."),
+            400: error("`invalid_query`: since or until is neither an ISO 8601 datetime nor Unix seconds."),
             404: NOT_FOUND,
         },
     )
     @action(detail=True, methods=["get"], serializer_class=CounterSnapshotSerializer)
     def history(self, request: Request, pk: str | None = None) -> Response:
-        """A counter's snapshots, oldest first."""
+        """A counter's snapshots, newest first; `since` inclusive, `until` exclusive."""
         counter = self.get_object()
-        query = HistoryQuerySerializer(data=request.query_params)
-        query.is_valid(raise_exception=True)
-        snapshots = CounterSnapshot.objects.filter(counter=counter).order_by("taken_at", "id")
-        if "since" in query.validated_data:
-            snapshots = snapshots.filter(taken_at__gte=query.validated_data["since"])
-        if "until" in query.validated_data:
-            snapshots = snapshots.filter(taken_at__lte=query.validated_data["until"])
+        snapshots = since_until(CounterSnapshot.objects.filter(counter=counter), "taken_at", request.query_params)
         page = self.paginate_queryset(snapshots)
         return self.get_paginated_response(CounterSnapshotSerializer(page, many=True).data)

@@ -1,8 +1,4 @@
-"""Counters every process can increment and read: one atomic upsert per label set.
-
-`inc_counter` is the one way to increment a counter. It replaces an in-process counter that
-other processes (daphne, qcluster workers, the /metrics scrape) could not see.
-"""
+"""Counters every process can increment and read: one atomic upsert per label set, and their snapshots."""
 
 from __future__ import annotations
 
@@ -38,11 +34,6 @@ def canonical_labels(labels: Mapping[str, object] | None) -> dict[str, str]:
 def _check_name(name: str) -> None:
     if not _NAME.match(name):
         raise ValueError(f"invalid counter name {name!r}")
-
-
-def inc_counter(name: str, labels: Mapping[str, object] | None = None, amount: int = 1) -> None:
-    """Add `amount` to a counter, creating it at 0 first. Atomic across processes."""
-    inc_counters({(name, tuple(canonical_labels(labels).items())): amount})
 
 
 def inc_counters(deltas: Mapping[tuple[str, LabelKey], int], using: str | None = None) -> list[int]:
@@ -83,12 +74,6 @@ def inc_counters(deltas: Mapping[tuple[str, LabelKey], int], using: str | None =
 def counter_key(name: str, labels: Mapping[str, object] | None = None) -> tuple[str, LabelKey]:
     """The key `inc_counters` takes for one label set."""
     return name, tuple(canonical_labels(labels).items())
-
-
-def get_value(name: str, labels: Mapping[str, object] | None = None) -> int:
-    """A counter's current value (0 when it was never incremented)."""
-    counter = Counter.objects.filter(name=name, labels=canonical_labels(labels)).only("value").first()
-    return counter.value if counter else 0
 
 
 def snapshot_counters(counter_ids: Iterable[int], notes: Mapping[int, str] | None = None, run_id: str = "") -> int:

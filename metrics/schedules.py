@@ -1,32 +1,26 @@
-"""The Django-Q2 schedules of the metrics app, created idempotently after every migrate.
+"""The metrics app's Django-Q2 jobs besides the aggregation: their schedules, and the snapshot pruning.
 
-Why a CRON schedule with a seconds field for the 30 s cadence (see docs/metrics.md for the
-full reasoning): Django-Q2's interval schedules stop at one minute, and its scheduler only
-looks at due schedules once per guard-loop pass of about 30 s (60 sleeps of 0.5 s plus the
-loop's own work, so never less than 30 s). A cron tick every 15 s means every scheduler pass
-finds at least one tick since the previous run, whatever the phase between the two clocks,
-so the job runs once per pass: about every 30 s, never with a skipped pass (a 60 s gap).
-`catch_up=False` in Q_CLUSTER collapses the ticks missed between passes (or during downtime)
-into that single run.
-
-The schedules are written with fleet.schedules.ensure_schedule, like every app's.
+Why a CRON schedule with a seconds field for the 30 s cadence: see docs/metrics.md.
 """
 
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS
 
+from fleet.pruning import PRUNE_BATCH, prune_older_than
 from fleet.schedules import ensure_schedule, schedules_table_exists
+from metrics.models import CounterSnapshot
 
 logger = logging.getLogger(__name__)
 
 AGGREGATION_SCHEDULE = "aggregate_mission_metrics"
 AGGREGATION_FUNC = "metrics.aggregation.aggregate_mission_metrics"
 PRUNE_SCHEDULE = "prune_counter_snapshots"
-PRUNE_FUNC = "metrics.pruning.prune_snapshots"
+PRUNE_FUNC = "metrics.schedules.prune_snapshots"
 
 # How often Django-Q2's guard loop calls the scheduler (django_q/cluster.py: `counter >= 30`).
 SCHEDULER_PASS_SECONDS = 30
@@ -66,3 +60,8 @@ def ensure_metrics_schedules(using: str = DEFAULT_DB_ALIAS, **kwargs) -> None:
         minutes=None,
     )
     ensure_schedule(PRUNE_SCHEDULE, PRUNE_FUNC, using=using, schedule_type=Schedule.DAILY, cron=None, minutes=None)
+
+
+def prune_snapshots(now: datetime | None = None, batch_size: int = PRUNE_BATCH) -> int:
+    """Delete snapshots older than METRICS_SNAPSHOT_RETENTION_DAYS; the daily job. Returns how many."""
+    return prune_older_than(CounterSnapshot, "taken_at", settings.METRICS_SNAPSHOT_RETENTION_DAYS, now, batch_size)

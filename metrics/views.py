@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -24,8 +24,9 @@ def _authorized(request: HttpRequest) -> bool:
 @require_GET
 def metrics_view(request: HttpRequest) -> HttpResponse:
     if not _authorized(request):
-        response = HttpResponse("401 Unauthorized: send Authorization: Bearer <METRICS_BEARER_TOKEN>\n", status=401)
+        # The API's error body, so a misconfigured scraper's log says what to send.
+        detail = "Send Authorization: Bearer <METRICS_BEARER_TOKEN>."
+        response = JsonResponse({"detail": detail, "code": "not_authenticated"}, status=401)
         response["WWW-Authenticate"] = 'Bearer realm="metrics"'
-        response["Content-Type"] = "text/plain; charset=utf-8"
         return response
     return HttpResponse(exposition(), content_type=CONTENT_TYPE_LATEST)

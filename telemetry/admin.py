@@ -1,13 +1,12 @@
-"""Admin for robots (provision, rotate, revoke), their sessions, telemetry history, and alert rules and alerts.
+"""Admin for robots (provision, rotate, revoke), their sessions and history, and alert rules and alerts.
 
-Live state (connected, reporting) is read from presence in Redis, one call per page, and is read-only.
+Live state is read-only, from Redis.
 """
 
 from __future__ import annotations
 
 import logging
 
-import redis
 from django.contrib import admin, messages
 from django.contrib.admin.views.main import ChangeList
 from django.db import transaction
@@ -18,6 +17,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from telemetry import presence, robots
+from telemetry.frames import METRICS
 from telemetry.models import Alert, AlertRule, Robot, RobotSession, TelemetrySample
 
 logger = logging.getLogger(__name__)
@@ -27,21 +27,19 @@ RECENT_SESSIONS = 20
 UNKNOWN = object()
 ABSENT = {"connected": False, "reporting": False}
 TOKEN_MESSAGE = "New token for robot {robot_id}. Store it now: it is shown only once. {token}"
-
-
-def _states(robot_ids: list[str]) -> dict[str, dict] | None:
-    """Presence of these robots, or None when Redis is unavailable (shown as unknown)."""
-    if not robot_ids:
-        return {}
-    try:
-        return presence.robot_states(robot_ids)
-    except redis.RedisError as exc:
-        logger.warning("presence unavailable in admin: %s", exc)
-        return None
+SESSION_FIELDS = [
+    "connection_id",
+    "connected_at",
+    "disconnected_at",
+    "reason",
+    "close_code",
+    "frames_accepted",
+    "frames_rejected",
+]
 
 
 def _attach_presence(robot_list: list[Robot]) -> None:
-    states = _states([robot.robot_id for robot in robot_list])
+    states = presence.robot_states_or_none([robot.robot_id for robot in robot_list])
     for robot in robot_list:
         robot._presence = UNKNOWN if states is None else states.get(robot.robot_id, ABSENT)
 
@@ -65,15 +63,7 @@ class RecentSessionsFormSet(BaseInlineFormSet):
 class RobotSessionInline(admin.TabularInline):
     model = RobotSession
     formset = RecentSessionsFormSet
-    fields = readonly_fields = [
-        "connection_id",
-        "connected_at",
-        "disconnected_at",
-        "reason",
-        "close_code",
-        "frames_accepted",
-        "frames_rejected",
-    ]
+    fields = readonly_fields = SESSION_FIELDS
     extra = 0
     max_num = 0
     can_delete = False
@@ -180,16 +170,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 @admin.register(RobotSession)
 class RobotSessionAdmin(ReadOnlyAdmin):
-    list_display = [
-        "connection_id",
-        "robot",
-        "connected_at",
-        "disconnected_at",
-        "reason",
-        "close_code",
-        "frames_accepted",
-        "frames_rejected",
-    ]
+    list_display = [SESSION_FIELDS[0], "robot", *SESSION_FIELDS[1:]]
     list_filter = ["reason"]
     list_select_related = ["robot"]
     search_fields = ["connection_id", "robot__robot_id"]
@@ -197,15 +178,7 @@ class RobotSessionAdmin(ReadOnlyAdmin):
 
 @admin.register(TelemetrySample)
 class TelemetrySampleAdmin(ReadOnlyAdmin):
-    list_display = [
-        "robot",
-        "reported_at",
-        "seq",
-        "cpu_usage",
-        "memory_usage",
-        "network_latency_ms",
-        "battery_percentage",
-    ]
+    list_display = ["robot", "reported_at", "seq", *METRICS]
     list_select_related = ["robot"]
     search_fields = ["robot__robot_id"]
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import exceptions, generics, viewsets
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 
+from fleet.api import INVALID_QUERY
+from fleet.openapi import error
 from telemetry.models import Alert, AlertRule
-from telemetry.serializers import AlertRuleSerializer, AlertSerializer, ErrorSerializer
-from telemetry.views import PrivateAPIView
+from telemetry.serializers import AlertRuleSerializer, AlertSerializer
 
 
 class StaffWritesSignedInReads(BasePermission):
@@ -20,8 +21,8 @@ class StaffWritesSignedInReads(BasePermission):
         return request.method in SAFE_METHODS or user.is_staff
 
 
-INVALID = OpenApiResponse(OpenApiTypes.OBJECT, description="The fields that are wrong, each with why.")
-NOT_FOUND = OpenApiResponse(ErrorSerializer, description="No rule with this name.")
+INVALID = error("`invalid_query`: the fields that are wrong, each with why.")
+NOT_FOUND = error("`not_found`: no rule with this name.")
 
 
 @extend_schema_view(
@@ -31,7 +32,7 @@ NOT_FOUND = OpenApiResponse(ErrorSerializer, description="No rule with this name
     partial_update=extend_schema(responses={200: AlertRuleSerializer, 400: INVALID, 404: NOT_FOUND}),
     destroy=extend_schema(responses={204: None, 404: NOT_FOUND}),
 )
-class AlertRuleViewSet(PrivateAPIView, viewsets.ModelViewSet):
+class AlertRuleViewSet(viewsets.ModelViewSet):
     """Alert rules. Disabling or deleting a rule clears its active alerts."""
 
     queryset = AlertRule.objects.order_by("name")
@@ -48,10 +49,10 @@ class AlertRuleViewSet(PrivateAPIView, viewsets.ModelViewSet):
             OpenApiParameter("robot_id", OpenApiTypes.STR, description="Only this robot's alerts."),
             OpenApiParameter("rule", OpenApiTypes.STR, description="Only this rule's alerts (its name)."),
         ],
-        responses={200: AlertSerializer(many=True), 400: OpenApiResponse(ErrorSerializer, description="bad `active`")},
+        responses={200: AlertSerializer(many=True), 400: error("`invalid_query`: bad `active`")},
     )
 )
-class AlertListView(PrivateAPIView, generics.ListAPIView):
+class AlertListView(generics.ListAPIView):
     serializer_class = AlertSerializer
 
     def get_queryset(self):
@@ -60,9 +61,7 @@ class AlertListView(PrivateAPIView, generics.ListAPIView):
         active = params.get("active")
         if active is not None:
             if active.lower() not in ("true", "false", "1", "0"):
-                raise exceptions.ValidationError(
-                    {"detail": f"active must be true or false; got {active!r}.", "code": "invalid_query"}
-                )
+                raise exceptions.ValidationError(f"active must be true or false; got {active!r}.", code=INVALID_QUERY)
             alerts = alerts.filter(cleared_at__isnull=active.lower() in ("true", "1"))
         if params.get("robot_id"):
             alerts = alerts.filter(robot__robot_id=params["robot_id"])

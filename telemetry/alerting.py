@@ -17,8 +17,8 @@ import time
 from collections.abc import Callable, Mapping
 
 from channels.db import database_sync_to_async
-from channels.layers import get_channel_layer
 
+from fleet import fanout
 from telemetry.alert_records import record
 from telemetry.alerts import AlertEvaluator, Transition
 
@@ -74,15 +74,10 @@ class AlertLoop:
             task.add_done_callback(self._recording.discard)
 
     async def _record(self, transitions: list[Transition]) -> None:
-        from telemetry.dashboard import FANOUT_LAYER
-        from telemetry.dashboard import GROUP as DASHBOARD_GROUP
-
         try:
             recorded = await database_sync_to_async(record)(transitions)
-            layer = get_channel_layer(FANOUT_LAYER)
-            if recorded and layer is not None:
-                message = {"type": "fleet.alerts", "alerts": [t.message() for t in recorded]}
-                await layer.group_send(DASHBOARD_GROUP, message)
+            if recorded:
+                await fanout.asend({"type": "fleet.alerts", "alerts": [t.message() for t in recorded]})
         except Exception:
             # Redis has decided these transitions; without their rows they are lost, so say which.
             logger.exception(

@@ -9,16 +9,12 @@ class TelemetryConfig(AppConfig):
     verbose_name = "Telemetry"
 
     def ready(self) -> None:
-        from metrics.signals import aggregation_completed
         from telemetry.alert_records import rule_deleting, rule_saved
-        from telemetry.dashboard import push_changed_counters
+        from telemetry.history import ensure_schedule
         from telemetry.models import AlertRule
-        from telemetry.retention import ensure_schedule_after_migrate
 
-        # Dashboards see the mission counters move right after each aggregation run.
-        aggregation_completed.connect(push_changed_counters, dispatch_uid="telemetry.dashboard.counters")
         # Migrating (and so `runfleet`) creates the daily history prune, idempotently.
-        post_migrate.connect(ensure_schedule_after_migrate, sender=self, dispatch_uid="telemetry.retention.schedule")
+        post_migrate.connect(ensure_schedule, sender=self, dispatch_uid="telemetry.history.schedule")
         # A disabled or deleted rule leaves no active alert behind.
         post_save.connect(rule_saved, sender=AlertRule, dispatch_uid="telemetry.alerts.rule_saved")
         pre_delete.connect(rule_deleting, sender=AlertRule, dispatch_uid="telemetry.alerts.rule_deleting")

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 from django.db.models import Aggregate, BigIntegerField, Count, Func, Max, Min, QuerySet, Sum
 
-from telemetry.latest import METRICS
+from telemetry.frames import METRICS
 from telemetry.models import Robot, TelemetryRollup, TelemetrySample
 from telemetry.rollups import ROLLUP_SECONDS
 

@@ -1,16 +1,9 @@
-"""This process's live robot connections, and the one background loop that looks after them.
+"""This process's live robot connections, and the one loop that flushes, writes history and sweeps for them.
 
-The loop runs while there is something to do (a live connection or buffered state) and, on each
-tick of TELEMETRY_FLUSH_INTERVAL, flushes the ingest state (telemetry.ingest.Flusher). On slower
-ticks it closes idle sockets (4000), queues lease refreshes for the flusher's next pipeline,
-renews channel-layer group memberships before they expire, sweeps the fleet's time-driven presence
-changes (presence.asweep) into the next fan-out, and starts the database flush. Alert rules are
-evaluated after each flush over the robots it wrote, and on the slow tick (telemetry.alerting).
-In a server process the loop runs from start-up on (`run_resident`), robots connected or not.
-There are no per-connection timers or tasks besides the consumer's own.
-
-On SIGTERM, fleet.serve runs `close_all` (registered below): every local robot gets 1001 with
-reason server_shutdown, and the resulting state is flushed to Redis and the database.
+The loop calls the ingest buffer, the flusher, the history writer and presence; it keeps none of their state.
+After each flush it evaluates the alert rules over the robots that flush wrote, and on the slow tick
+the rest of them (telemetry.alerting). In a server process the loop runs from start-up on
+(`run_resident`), robots connected or not, for the fleet-wide rules.
 """
 
 from __future__ import annotations
@@ -21,11 +14,15 @@ import time
 import weakref
 from typing import Protocol
 
+import redis
 from django.conf import settings
 
 from fleet import shutdown
+from telemetry import presence
 from telemetry.alerting import AlertLoop
-from telemetry.ingest import Flusher
+from telemetry.flusher import Flusher
+from telemetry.history import HistoryWriter
+from telemetry.ingest import IngestBuffer
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +39,7 @@ class LiveConnection(Protocol):
     group_joined_at: float  # loop time
     done: asyncio.Event
 
-    async def close_with(self, code: int, reason: str) -> None: ...
+    async def close_with(self, reason: str) -> None: ...
 
     async def renew_group(self) -> None: ...
 
@@ -55,7 +52,9 @@ def _group_expiry() -> float:
 class Registry:
     def __init__(self) -> None:
         self.connections: dict[str, LiveConnection] = {}
+        self.buffer = IngestBuffer()
         self.flusher = Flusher()
+        self.history = HistoryWriter()
         self.task: asyncio.Task | None = None
         # Set on shutdown: sockets that still arrive are closed with 1001 at once.
         self.closing = False
@@ -94,28 +93,37 @@ class Registry:
                 next_tick = max(next_tick + interval, loop.time())
                 await asyncio.sleep(next_tick - loop.time())
                 now = loop.time()
-                if self.flusher.urgent_db():
-                    self.flusher.start_db_flush(now)
-                changed = await self.flusher.flush()
-                if changed and self.alerts.enabled:
-                    await self.alerts.after_flush(
-                        {robot_id: self.flusher.latest[robot_id].metrics for robot_id in changed}
-                    )
+                if self.buffer.urgent():
+                    self._write_history(now)
+                written = await self.flusher.flush(self.buffer)
+                if written and self.alerts.enabled:
+                    await self.alerts.after_flush({robot_id: frame.metrics for robot_id, frame in written.items()})
                 if now >= next_slow:
                     # After the flush, so the sweep's round trip never delays the frames' fan-out.
                     next_slow = now + self._slow_tick()
                     self._maintain(now)
-                    await self.flusher.sweep()
+                    await self._sweep()
                     await self.alerts.tick(self._latest_metrics)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 logger.exception("telemetry process loop tick failed")
-            if not self.connections and self.flusher.idle() and not self.resident:
+            if not self.connections and self.buffer.idle() and self.history.idle() and not self.resident:
                 return
 
+    def _write_history(self, now: float) -> None:
+        if self.history.due(now, self.buffer.urgent()):
+            self.history.start(self.buffer.take_db(), now)
+
+    async def _sweep(self) -> None:
+        """Take the fleet's time-driven presence changes (expired leases, stale robots) into the next fan-out."""
+        try:
+            self.buffer.announce(await presence.asweep())
+        except (redis.RedisError, OSError):
+            pass  # The flush that follows reports the outage; the next sweep catches up.
+
     def _latest_metrics(self, robot_id: str) -> dict[str, float] | None:
-        frame = self.flusher.latest.get(robot_id)
+        frame = self.buffer.latest.get(robot_id)
         return None if frame is None else frame.metrics
 
     @staticmethod
@@ -129,28 +137,33 @@ class Registry:
         renewals = 0
         for connection in list(self.connections.values()):
             if connection.last_message_at <= idle_before:
-                self.spawn(connection.close_with(4000, "idle_timeout"))
+                self.spawn(connection.close_with("idle_timeout"))
                 continue
             if connection.lease_refreshed_at <= lease_before:
                 connection.lease_refreshed_at = now
-                self.flusher.refresh.append((connection.connection_id, connection.robot_id))
+                self.buffer.refresh(connection.robot_id, connection.connection_id)
             if connection.group_joined_at <= group_before and renewals < MAX_GROUP_RENEWALS_PER_TICK:
                 # Re-joining resets the membership's age, so the socket never goes deaf to
                 # robot.replace / robot.revoke however long it stays open.
                 renewals += 1
                 connection.group_joined_at = now
                 self.spawn(connection.renew_group())
-        self.flusher.forget_stale(time.time())
-        self.flusher.start_db_flush(now)
+        self.buffer.forget_stale(time.time())
+        self._write_history(now)
 
     async def drain(self) -> None:
-        await self.flusher.drain()
+        """Flush everything now (shutdown, tests): Redis, then the database."""
+        await self.flusher.flush(self.buffer)
+        await self.history.wait()
+        task = self.history.start(self.buffer.take_db(), asyncio.get_running_loop().time())
+        if task is not None:
+            await task
         await self.alerts.drain()
 
-    async def close_all(self, code: int = 1001, reason: str = "server_shutdown") -> None:
+    async def close_all(self, reason: str = "server_shutdown") -> None:
         self.closing = True
         connections = list(self.connections.values())
-        await asyncio.gather(*(connection.close_with(code, reason) for connection in connections))
+        await asyncio.gather(*(connection.close_with(reason) for connection in connections))
         if connections:
             # Give robots a moment to answer the close handshake, so their sockets end cleanly.
             waits = [asyncio.ensure_future(connection.done.wait()) for connection in connections]

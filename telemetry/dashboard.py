@@ -1,20 +1,7 @@
-"""The live fleet view: the dashboard WebSocket, its fan-out with backpressure, and the page.
+"""The live fleet view's WebSocket: a snapshot, then what the fan-out sends, with backpressure.
 
-Robots' frames reach dashboards through one channel-layer group, "fleet.dashboard". Each daphne
-process's ingest flusher sends one coalesced "fleet.batch" (latest frames and presence changes)
-per flush interval; the aggregation sends "counters.update" after each run. So the group carries a
-few messages a second per process, whatever the robot count.
-
-The group lives on the "fanout" channel layer (Redis Pub/Sub, see settings.CHANNEL_LAYERS): a
-process takes each message off its subscription in one read, and the consumer's handlers only merge
-it into dicts, so nothing queues up in the process however busy it is.
-
-Backpressure: a dashboard acknowledges each `sync` message it receives. A consumer sends what
-arrives at once while fewer than MAX_UNACKED syncs are outstanding; otherwise, until the client
-catches up, it keeps only the latest frame of each robot (counting what it replaced in
-telemetry_fanout_coalesced_total). Memory per dashboard is therefore bounded by the number of
-robots, and a dashboard that stops reading (acks nothing for TELEMETRY_DASHBOARD_STALL_TIMEOUT) is
-closed with 4008.
+A dashboard acks each `sync`; past MAX_UNACKED unacked syncs it keeps only each robot's latest
+frame, and one that acks nothing for TELEMETRY_DASHBOARD_STALL_TIMEOUT is closed with 4008.
 """
 
 from __future__ import annotations
@@ -24,27 +11,18 @@ import logging
 import time
 from urllib.parse import parse_qs
 
-from asgiref.sync import async_to_sync
-from channels.auth import AuthMiddlewareStack
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
-from channels.layers import get_channel_layer
-from channels.security.websocket import AllowedHostsOriginValidator
 from django.conf import settings
-from django.contrib.admin.views.decorators import staff_member_required
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
-from django.urls import path
-from prometheus_client.core import CounterMetricFamily
 
-from fleet.redis import get_async_client, get_client
+from fleet import fanout
+from fleet.redis import get_async_client
 from telemetry import latest, presence
+from telemetry.frames import METRICS
 from telemetry.models import Alert, Robot
 
 logger = logging.getLogger(__name__)
 
-GROUP = "fleet.dashboard"
-FANOUT_LAYER = "fanout"  # settings.CHANNEL_LAYERS: Redis Pub/Sub
 WATCH_INTERVAL = 0.1  # how often a stalled dashboard is looked for
 MAX_UNACKED = 2
 CLOSE_STALLED = 4008
@@ -61,12 +39,6 @@ def _staff_user_for_token(key: str):
     return token.user
 
 
-@database_sync_to_async
-def _robot_rows() -> list[dict]:
-    return list(Robot.objects.order_by("robot_id").values("robot_id", "last_seen_at"))
-
-
-@database_sync_to_async
 def _active_alerts() -> list[dict]:
     """Active alerts as `alert` messages show them (timestamp: when raised)."""
     rows = Alert.objects.filter(cleared_at=None).order_by("raised_at", "id")
@@ -78,13 +50,13 @@ def _active_alerts() -> list[dict]:
     ]  # fmt: skip
 
 
-async def build_snapshot() -> dict:
+@database_sync_to_async
+def build_snapshot() -> dict:
     """Every robot's state as the fleet knows it right now."""
-    rows = await _robot_rows()
+    rows = list(Robot.objects.order_by("robot_id").values("robot_id", "last_seen_at"))
     robot_ids = [row["robot_id"] for row in rows]
-    client = get_async_client()
-    states = await presence.arobot_states(robot_ids, client)
-    values = await latest.alatest_metrics_many(robot_ids, client)
+    states = presence.robot_states(robot_ids)
+    values = latest.latest_metrics_many(robot_ids)
     robots = []
     for row in rows:
         robot_id = row["robot_id"]
@@ -98,14 +70,14 @@ async def build_snapshot() -> dict:
                 "robot_id": robot_id,
                 **states.get(robot_id, {"connected": False, "reporting": False}),
                 "last_seen_at": seen,
-                "metrics": {name: value[name] for name in latest.METRICS} if value else None,
+                "metrics": {name: value[name] for name in METRICS} if value else None,
             }
         )
-    return {"type": "snapshot", "robots": robots, "alerts": await _active_alerts()}
+    return {"type": "snapshot", "robots": robots, "alerts": _active_alerts()}
 
 
 class DashboardConsumer(AsyncJsonWebsocketConsumer):
-    channel_layer_alias = FANOUT_LAYER
+    channel_layer_alias = fanout.LAYER
 
     async def connect(self) -> None:
         user = self.scope.get("user")
@@ -123,7 +95,7 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
         self.sync_sent = 0
         self.sync_acked = 0
         self.waiting_since: float | None = None  # when the oldest unacknowledged sync was sent
-        await self.channel_layer.group_add(GROUP, self.channel_name)
+        await self.channel_layer.group_add(fanout.GROUP, self.channel_name)
         await self.accept()
         await self.send_json(await build_snapshot())
         self.watcher = asyncio.create_task(self._watch_forever())
@@ -133,7 +105,7 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
         if watcher is not None:
             watcher.cancel()
             await self._report_coalesced()
-        await self.channel_layer.group_discard(GROUP, self.channel_name)
+        await self.channel_layer.group_discard(fanout.GROUP, self.channel_name)
 
     async def receive_json(self, content, **kwargs) -> None:
         if isinstance(content, dict) and content.get("type") == "ack" and isinstance(content.get("sync"), int):
@@ -206,43 +178,3 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
                 await get_async_client().incrby(COALESCED_KEY, count)
             except Exception as exc:  # a metric must not break the dashboard
                 logger.warning("could not record %d coalesced frames: %s", count, exc)
-
-
-def push_changed_counters(sender, run_id: str, **kwargs) -> None:
-    """Receiver of metrics' aggregation_completed: send the counters the run changed to every dashboard."""
-    from metrics.aggregation import changed_counters
-
-    counters = [{"name": c.name, "labels": c.labels, "value": c.value} for c in changed_counters(run_id)]
-    if not counters:
-        return
-    try:
-        message = {"type": "counters.update", "counters": counters}
-        async_to_sync(get_channel_layer(FANOUT_LAYER).group_send)(GROUP, message)
-    except Exception as exc:  # dashboards catch up on their next snapshot; the job must not fail
-        logger.warning("could not push counters to dashboards: %s", exc)
-
-
-class FanoutCollector:
-    """telemetry_fanout_coalesced_total, fleet-wide from Redis."""
-
-    def collect(self):
-        family = CounterMetricFamily(
-            "telemetry_fanout_coalesced", "Robot frames replaced by a newer one before a slow dashboard received them."
-        )
-        try:
-            family.add_metric([], int(get_client().get(COALESCED_KEY) or 0))
-        except Exception as exc:
-            logger.warning("telemetry_fanout_coalesced_total unavailable: %s", exc)
-            return
-        yield family
-
-
-@staff_member_required
-def dashboard_page(request: HttpRequest) -> HttpResponse:
-    return render(request, "telemetry/dashboard.html")
-
-
-websocket_urlpatterns = [
-    # Browsers authenticate with their session, so the Origin must be one of ours.
-    path("api/telemetry/fleet/ws", AllowedHostsOriginValidator(AuthMiddlewareStack(DashboardConsumer.as_asgi()))),
-]

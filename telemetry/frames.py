@@ -1,8 +1,4 @@
-"""Parsing and validation of robot frames: plain functions, no I/O.
-
-`parse_message(text, now)` turns one WebSocket text message into a Ping, a Telemetry, a Batch or
-a FrameError (code, detail, seq). The consumer replies and counts; nothing here has side effects.
-"""
+"""Robot frames: decoding and validation into Telemetry, Batch, Ping or FrameError. No I/O."""
 
 from __future__ import annotations
 
@@ -21,6 +17,8 @@ METRIC_RANGES = (
     ("network_latency_ms", 0.0, None),
     ("battery_percentage", 0.0, 100.0),
 )
+# The one list of metric names: storage, the REST API, the events' schema and the dashboard read it.
+METRICS = tuple(name for name, _, _ in METRIC_RANGES)
 
 INVALID_JSON = "invalid_json"
 INVALID_FRAME = "invalid_frame"
@@ -156,8 +154,3 @@ def parse_frame(obj: object, now: float) -> Frame | FrameError:
     if kind is None:
         return FrameError(INVALID_FRAME, "type is required", peek_seq(obj))
     return FrameError(UNKNOWN_TYPE, "type must be one of telemetry, telemetry_batch, ping", peek_seq(obj))
-
-
-def parse_message(text: str, now: float) -> Frame | FrameError:
-    obj = decode(text)
-    return obj if isinstance(obj, FrameError) else parse_frame(obj, now)

@@ -1,22 +1,12 @@
 """Fleet-wide presence in Redis: who is connected (a live lease) and who is reporting (a recent frame).
 
-Keys (all scores are Unix seconds from the writing process's clock, so hosts keep NTP time):
-- `telemetry:leases`                 ZSET connection_id -> lease expiry: one member per live socket.
-- `telemetry:robot:<robot_id>:leases` ZSET connection_id -> lease expiry, per robot (to recompute
-  the robot's own expiry when one of its connections goes away).
-- `telemetry:connected`              ZSET robot_id -> latest expiry among its leases.
-- `telemetry:reporting`              ZSET robot_id -> server time of its last accepted frame.
-- `telemetry:connects:<robot_id>`    ZSET of handshake times in the last minute (connect-rate limit).
-
-A lease is written on connect, refreshed in batches while the socket is open (telemetry.connections)
-and removed on close (telemetry.ingest's flusher). A process killed with -9 removes nothing: its
-leases simply stop being refreshed, and every reader counts only scores in the future, so they
-vanish from the counts within TELEMETRY_PRESENCE_TTL. Expired connection leases are trimmed on
-refresh; expired robots are removed by `asweep`, which also reports them so dashboards hear of it.
+Scores are Unix seconds and readers count only scores in the future, so the leases of a process
+killed with -9 vanish within TELEMETRY_PRESENCE_TTL. Keys and lifecycle: docs/architecture.md.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable
 
@@ -25,6 +15,8 @@ import redis.asyncio
 from django.conf import settings
 
 from fleet.redis import get_async_client, get_client
+
+logger = logging.getLogger(__name__)
 
 LEASES = "telemetry:leases"
 CONNECTED = "telemetry:connected"
@@ -135,34 +127,26 @@ def _reporting(score: float | None, now: float) -> bool:
     return score is not None and score > now - settings.TELEMETRY_STALE_AFTER
 
 
-def _counts(pipe, now: float) -> None:
+def fleet_counts(client: redis.Redis | None = None) -> dict[str, int]:
+    """Live leases, connected robots and reporting robots, fleet-wide. Raises redis.RedisError."""
+    now = time.time()
+    pipe = (client or get_client()).pipeline(transaction=False)
     pipe.zcount(LEASES, f"({now}", "+inf")
     pipe.zcount(CONNECTED, f"({now}", "+inf")
     pipe.zcount(REPORTING, f"({now - settings.TELEMETRY_STALE_AFTER}", "+inf")
+    leases, connected, reporting = pipe.execute()
+    return {"active_connections": int(leases), "robots_connected": int(connected), "robots_reporting": int(reporting)}
 
 
-def _counts_result(values: list) -> dict[str, int]:
-    return {
-        "active_connections": int(values[0]),
-        "robots_connected": int(values[1]),
-        "robots_reporting": int(values[2]),
-    }
+def queue_states(pipe, robot_ids: list[str]) -> None:
+    """Queue on `pipe` the two reads that `states` turns into each robot's presence."""
+    pipe.zmscore(CONNECTED, robot_ids)
+    pipe.zmscore(REPORTING, robot_ids)
 
 
-def fleet_counts(client: redis.Redis | None = None) -> dict[str, int]:
-    """Live leases, connected robots and reporting robots, fleet-wide. Raises redis.RedisError."""
-    pipe = (client or get_client()).pipeline(transaction=False)
-    _counts(pipe, time.time())
-    return _counts_result(pipe.execute())
-
-
-async def afleet_counts(client: redis.asyncio.Redis | None = None) -> dict[str, int]:
-    pipe = (client or get_async_client()).pipeline(transaction=False)
-    _counts(pipe, time.time())
-    return _counts_result(await pipe.execute())
-
-
-def _states(robot_ids: list[str], connected: list, reporting: list, now: float) -> dict[str, dict[str, bool]]:
+def states(robot_ids: list[str], connected: list, reporting: list) -> dict[str, dict[str, bool]]:
+    """{robot_id: {"connected": bool, "reporting": bool}} from the replies of `queue_states`."""
+    now = time.time()
     return {
         robot_id: {"connected": _connected(lease, now), "reporting": _reporting(seen, now)}
         for robot_id, lease, seen in zip(robot_ids, connected, reporting, strict=True)
@@ -170,28 +154,22 @@ def _states(robot_ids: list[str], connected: list, reporting: list, now: float) 
 
 
 def robot_states(robot_ids: Iterable[str], client: redis.Redis | None = None) -> dict[str, dict[str, bool]]:
-    """{robot_id: {"connected": bool, "reporting": bool}} for each id. Raises redis.RedisError."""
+    """Each robot's presence. Raises redis.RedisError."""
     robot_ids = list(robot_ids)
     if not robot_ids:
         return {}
     pipe = (client or get_client()).pipeline(transaction=False)
-    pipe.zmscore(CONNECTED, robot_ids)
-    pipe.zmscore(REPORTING, robot_ids)
-    connected, reporting = pipe.execute()
-    return _states(robot_ids, connected, reporting, time.time())
+    queue_states(pipe, robot_ids)
+    return states(robot_ids, *pipe.execute())
 
 
-async def arobot_states(
-    robot_ids: Iterable[str], client: redis.asyncio.Redis | None = None
-) -> dict[str, dict[str, bool]]:
-    robot_ids = list(robot_ids)
-    if not robot_ids:
-        return {}
-    pipe = (client or get_async_client()).pipeline(transaction=False)
-    pipe.zmscore(CONNECTED, robot_ids)
-    pipe.zmscore(REPORTING, robot_ids)
-    connected, reporting = await pipe.execute()
-    return _states(robot_ids, connected, reporting, time.time())
+def robot_states_or_none(robot_ids: list[str]) -> dict[str, dict[str, bool]] | None:
+    """Each robot's presence, or None when Redis did not answer (pages then show it as unknown)."""
+    try:
+        return robot_states(robot_ids)
+    except redis.RedisError as exc:
+        logger.warning("presence unavailable: %s", exc)
+        return None
 
 
 async def admit_connection(robot_id: str, connection_id: str, client: redis.asyncio.Redis | None = None) -> float:

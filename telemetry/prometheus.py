@@ -1,4 +1,4 @@
-"""Prometheus collectors for the fleet, read at scrape time (fleet-wide): presence from Redis, alerts from the DB."""
+"""Prometheus collectors of the fleet, read at scrape time (fleet-wide): presence from Redis, alerts from the DB."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from django.db.models import Count, Q
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from fleet.redis import get_client
-from telemetry.ingest import frame_totals
+from telemetry.dashboard import COALESCED_KEY
+from telemetry.flusher import frame_totals
 from telemetry.models import AlertRule
 from telemetry.presence import fleet_counts
 
@@ -56,4 +57,19 @@ class AlertCollector:
         for name, enabled, active in rules.values_list("name", "enabled", "active"):
             if enabled or active:
                 family.add_metric([name], active)
+        yield family
+
+
+class FanoutCollector:
+    """telemetry_fanout_coalesced_total, fleet-wide from Redis."""
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "telemetry_fanout_coalesced", "Robot frames replaced by a newer one before a slow dashboard received them."
+        )
+        try:
+            family.add_metric([], int(get_client().get(COALESCED_KEY) or 0))
+        except redis.RedisError as exc:
+            logger.warning("telemetry_fanout_coalesced_total unavailable: %s", exc)
+            return
         yield family

@@ -11,6 +11,7 @@ from channels.layers import get_channel_layer
 from django.db import transaction
 
 from telemetry.models import ROBOT_ID_PATTERN, Robot
+from telemetry.robot_group import robot_group
 from telemetry.tokens import hash_token, new_token, token_matches
 
 _ROBOT_ID = re.compile(ROBOT_ID_PATTERN)
@@ -67,11 +68,6 @@ def rotate_token(robot: Robot) -> str:
     return token
 
 
-def robot_group(robot_id: str) -> str:
-    """The channel-layer group that a robot's live connection joins (in any daphne process)."""
-    return f"robot.{robot_id}"
-
-
 def revoke_robots(robot_ids: list[str]) -> int:
     """Deactivate robots and, once that has committed, close their live sessions (4403). Returns how many changed."""
     with transaction.atomic():
@@ -79,10 +75,6 @@ def revoke_robots(robot_ids: list[str]) -> int:
         # After commit: a consumer that checks the database on the message must see is_active=False.
         transaction.on_commit(lambda: close_live_sessions(robot_ids))
     return changed
-
-
-def revoke_robot(robot_id: str) -> int:
-    return revoke_robots([robot_id])
 
 
 def close_live_sessions(robot_ids: list[str]) -> None:

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from django.db import connection
 from django.db.models import Count, Max, Min, Sum
 
-from telemetry.latest import METRICS
+from telemetry.frames import METRICS
 from telemetry.models import TelemetryRollup, TelemetrySample
 
 ROLLUP_SECONDS = 300

@@ -1,17 +1,22 @@
-"""WebSocket routes of the telemetry app.
+"""WebSocket routes, each with its own guard.
 
-The robot route has no Origin check on purpose: robots send no Origin header, and they
-authenticate with their token on the handshake (see telemetry.consumers).
+Robots send no Origin header and authenticate with their token, so their route has no Origin check;
+browsers authenticate with their session, so the dashboard's Origin must be one of ours.
 """
 
 from __future__ import annotations
 
-from django.urls import re_path
+from channels.auth import AuthMiddlewareStack
+from channels.security.websocket import AllowedHostsOriginValidator
+from django.urls import path, re_path
 
 from telemetry.consumers import RobotConsumer
+from telemetry.dashboard import DashboardConsumer
+from telemetry.handshake import RobotTokenMiddleware
 
 websocket_urlpatterns: list = [
-    # Any robot_id reaches the consumer, so malformed ones ("../", unicode, 10,000 characters) get the
+    # Any robot_id reaches the guard, so malformed ones ("../", unicode, 10,000 characters) get the
     # same HTTP 403 as unknown ones instead of a routing error.
-    re_path(r"^api/telemetry/ws/(?P<robot_id>.*)$", RobotConsumer.as_asgi()),
+    re_path(r"^api/telemetry/ws/(?P<robot_id>.*)$", RobotTokenMiddleware(RobotConsumer.as_asgi())),
+    path("api/telemetry/fleet/ws", AllowedHostsOriginValidator(AuthMiddlewareStack(DashboardConsumer.as_asgi()))),
 ]

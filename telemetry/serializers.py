@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
+from telemetry.frames import METRICS
 from telemetry.models import Alert, AlertRule, Robot, TelemetrySample, rule_errors
 
 
@@ -61,12 +62,7 @@ class RobotMetricsSerializer(serializers.Serializer):
 class TelemetrySampleSerializer(serializers.ModelSerializer):
     class Meta:
         model = TelemetrySample
-        fields = ["reported_at", "seq", "cpu_usage", "memory_usage", "network_latency_ms", "battery_percentage"]
-
-
-class ErrorSerializer(serializers.Serializer):
-    detail = serializers.CharField()
-    code = serializers.CharField()
+        fields = ["reported_at", "seq", *METRICS]
 
 
 class AlertRuleSerializer(serializers.ModelSerializer):

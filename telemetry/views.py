@@ -1,7 +1,4 @@
-"""The telemetry REST API: fleet info (public), robots, their latest metrics and history (authenticated).
-
-Views stay thin: live state comes from telemetry.presence and telemetry.latest, history from the database.
-"""
+"""The telemetry REST API (fleet info public, the rest behind a token) and the dashboard page."""
 
 from __future__ import annotations
 
@@ -10,27 +7,28 @@ from datetime import UTC, datetime
 
 import redis
 from django.conf import settings
+from django.contrib.admin.views.decorators import staff_member_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, PolymorphicProxySerializer, extend_schema
+from drf_spectacular.utils import OpenApiParameter, PolymorphicProxySerializer, extend_schema
 from rest_framework import exceptions, generics, status
-from rest_framework.authentication import SessionAuthentication
 from rest_framework.fields import DateTimeField
-from rest_framework.pagination import LimitOffsetPagination
-from rest_framework.permissions import AllowAny, IsAuthenticated
+from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.throttling import AnonRateThrottle
 from rest_framework.views import APIView
 
 import fleet
-from fleet.authentication import TokenOrBearerAuthentication
-from fleet.instants import parse_instant
+from fleet.api import INVALID_QUERY, since_until, since_until_bounds
+from fleet.openapi import SINCE_UNTIL, error
 from telemetry import buckets, latest, presence, publishing
+from telemetry.frames import METRICS
 from telemetry.models import Robot, TelemetrySample
 from telemetry.robots import is_valid_robot_id
 from telemetry.serializers import (
     BucketedHistorySerializer,
-    ErrorSerializer,
     InfoSerializer,
     PaginatedSamplesSerializer,
     RobotMetricsSerializer,
@@ -52,7 +50,6 @@ FEATURES = [
     "mission_metrics",
     "prometheus",
 ]
-METRIC_FIELDS = ("cpu_usage", "memory_usage", "network_latency_ms", "battery_percentage")
 
 
 class ServiceUnavailable(exceptions.APIException):
@@ -61,34 +58,11 @@ class ServiceUnavailable(exceptions.APIException):
     default_code = "redis_unavailable"
 
 
-def _error(exc_class: type[exceptions.APIException], detail: str, code: str) -> exceptions.APIException:
-    # A dict detail is rendered as the body itself: {"detail": ..., "code": ...}.
-    return exc_class({"detail": detail, "code": code})
-
-
 def _robot_or_404(robot_id: str) -> Robot:
     robot = Robot.objects.filter(robot_id=robot_id).first() if is_valid_robot_id(robot_id) else None
     if robot is None:
-        raise _error(exceptions.NotFound, f"No robot with robot_id {robot_id!r}.", "robot_not_found")
+        raise exceptions.NotFound(f"No robot with robot_id {robot_id!r}.", code="robot_not_found")
     return robot
-
-
-def _states_or_none(robot_ids: list[str]) -> dict[str, dict] | None:
-    """Presence of these robots, or None when Redis is unavailable (lists then show null, not an error)."""
-    if not robot_ids:
-        return {}
-    try:
-        return presence.robot_states(robot_ids)
-    except redis.RedisError as exc:
-        logger.warning("presence unavailable: %s", exc)
-        return None
-
-
-class PrivateAPIView:
-    """Token first, so an anonymous client gets 401 with `WWW-Authenticate: Token` rather than a bare 403."""
-
-    authentication_classes = [TokenOrBearerAuthentication, SessionAuthentication]
-    permission_classes = [IsAuthenticated]
 
 
 class InfoView(APIView):
@@ -132,7 +106,7 @@ class InfoView(APIView):
         )
 
 
-class RobotListView(PrivateAPIView, generics.ListAPIView):
+class RobotListView(generics.ListAPIView):
     """Robots with their live state."""
 
     queryset = Robot.objects.all()
@@ -141,25 +115,25 @@ class RobotListView(PrivateAPIView, generics.ListAPIView):
     @extend_schema(summary="List robots with connected, reporting and last_seen_at")
     def get(self, request: Request, *args, **kwargs) -> Response:
         page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
-        states = _states_or_none([robot.robot_id for robot in page])
+        states = presence.robot_states_or_none([robot.robot_id for robot in page])
         serializer = self.get_serializer(page, many=True, context={**self.get_serializer_context(), "states": states})
         return self.get_paginated_response(serializer.data)
 
 
-class RobotDetailView(PrivateAPIView, APIView):
+class RobotDetailView(APIView):
     """One robot with its live state."""
 
     @extend_schema(
         summary="One robot with its live state",
-        responses={200: RobotSerializer, 404: OpenApiResponse(ErrorSerializer, description="Unknown robot")},
+        responses={200: RobotSerializer, 404: error("`robot_not_found`")},
     )
     def get(self, request: Request, robot_id: str) -> Response:
         robot = _robot_or_404(robot_id)
-        states = _states_or_none([robot.robot_id])
+        states = presence.robot_states_or_none([robot.robot_id])
         return Response(RobotSerializer(robot, context={"request": request, "states": states}).data)
 
 
-class RobotMetricsView(PrivateAPIView, APIView):
+class RobotMetricsView(APIView):
     """The robot's latest accepted metrics, from Redis."""
 
     @extend_schema(
@@ -170,8 +144,8 @@ class RobotMetricsView(PrivateAPIView, APIView):
         ),
         responses={
             200: RobotMetricsSerializer,
-            404: OpenApiResponse(ErrorSerializer, description="`robot_not_found`, or `no_telemetry` yet"),
-            503: OpenApiResponse(ErrorSerializer, description="`redis_unavailable`"),
+            404: error("`robot_not_found`, or `no_telemetry` yet"),
+            503: error("`redis_unavailable`"),
         },
     )
     def get(self, request: Request, robot_id: str) -> Response:
@@ -181,13 +155,11 @@ class RobotMetricsView(PrivateAPIView, APIView):
             state = presence.robot_states([robot.robot_id]).get(robot.robot_id) if values else None
         except redis.RedisError as exc:
             logger.warning("latest metrics of %s unavailable: %s", robot.robot_id, exc)
-            raise ServiceUnavailable({"detail": ServiceUnavailable.default_detail, "code": "redis_unavailable"})
+            raise ServiceUnavailable()
         if values is None:
-            raise _error(
-                exceptions.NotFound, f"Robot {robot.robot_id!r} has not reported telemetry yet.", "no_telemetry"
-            )
+            raise exceptions.NotFound(f"Robot {robot.robot_id!r} has not reported telemetry yet.", code="no_telemetry")
         state = state or {"connected": False, "reporting": False}
-        metrics = {field: values[field] for field in METRIC_FIELDS}
+        metrics = {name: values[name] for name in METRICS}
         if settings.TELEMETRY_PUBLISH_ON_READ:
             publishing.publish_on_read(RobotMetricsView, robot.robot_id, metrics)
         return Response(
@@ -201,22 +173,9 @@ class RobotMetricsView(PrivateAPIView, APIView):
         )
 
 
-class HistoryPagination(LimitOffsetPagination):
-    max_limit = 1000
-
-
-def _parse_instant(name: str, raw: str | None) -> datetime | None:
-    """An ISO 8601 datetime (naive means UTC) or Unix seconds; None when absent."""
-    if raw is None or raw == "":
-        return None
-    value = parse_instant(raw)
-    if value is None:
-        raise _error(
-            exceptions.ValidationError,
-            f"{name} must be an ISO 8601 datetime or Unix seconds; got {raw!r}.",
-            "invalid_query",
-        )
-    return value
+class TooManyBuckets(exceptions.APIException):
+    status_code = status.HTTP_400_BAD_REQUEST
+    default_code = "too_many_buckets"
 
 
 def _iso(moment: datetime) -> str:
@@ -230,22 +189,18 @@ def _bucket_size(raw: str) -> int:
     except ValueError:
         size = 0
     if not 1 <= size <= buckets.MAX_BUCKET_SECONDS:
-        raise _error(
-            exceptions.ValidationError,
-            f"bucket must be a whole number of seconds from 1 to {buckets.MAX_BUCKET_SECONDS}; got {raw!r}.",
-            "invalid_query",
-        )
+        message = f"bucket must be a whole number of seconds from 1 to {buckets.MAX_BUCKET_SECONDS}; got {raw!r}."
+        raise exceptions.ValidationError(message, code=INVALID_QUERY)
     return size
 
 
-class RobotHistoryView(PrivateAPIView, generics.ListAPIView):
+class RobotHistoryView(generics.ListAPIView):
     """The robot's stored samples, newest first; `since` (inclusive), `until` (exclusive): ISO 8601 or Unix s.
 
     With `bucket=<seconds>`, per-bucket count and min/avg/max of each metric instead (telemetry.buckets).
     """
 
     serializer_class = TelemetrySampleSerializer
-    pagination_class = HistoryPagination
 
     @extend_schema(
         summary="The robot's stored telemetry samples, newest first, or their per-bucket summaries",
@@ -255,12 +210,7 @@ class RobotHistoryView(PrivateAPIView, generics.ListAPIView):
             "day, or fewer buckets' worth, before `until`); the answer is then a `BucketedHistory`."
         ),
         parameters=[
-            OpenApiParameter(
-                "since", OpenApiTypes.STR, description="Inclusive lower bound: ISO 8601 datetime or Unix seconds."
-            ),
-            OpenApiParameter(
-                "until", OpenApiTypes.STR, description="Exclusive upper bound: ISO 8601 datetime or Unix seconds."
-            ),
+            *SINCE_UNTIL,
             OpenApiParameter(
                 "bucket",
                 OpenApiTypes.INT,
@@ -274,11 +224,8 @@ class RobotHistoryView(PrivateAPIView, generics.ListAPIView):
                 resource_type_field_name=None,
                 many=False,
             ),
-            400: OpenApiResponse(
-                ErrorSerializer,
-                description="`invalid_query`: bad since/until/bucket; `too_many_buckets`: over the limit",
-            ),
-            404: OpenApiResponse(ErrorSerializer, description="`robot_not_found`"),
+            400: error("`invalid_query`: bad since/until/bucket; `too_many_buckets`: over the limit"),
+            404: error("`robot_not_found`"),
         },
     )
     def get(self, request: Request, *args, **kwargs) -> Response:
@@ -287,39 +234,29 @@ class RobotHistoryView(PrivateAPIView, generics.ListAPIView):
             return super().get(request, *args, **kwargs)
         size = _bucket_size(raw_bucket)
         robot = _robot_or_404(self.kwargs["robot_id"])
-        since, until = self._range()
+        since, until = since_until_bounds(request.query_params)
         until = until or datetime.now(tz=UTC)
         since = since or buckets.default_since(until, size)
         if since >= until:
-            raise _error(exceptions.ValidationError, "since must be earlier than until.", "invalid_query")
+            raise exceptions.ValidationError("since must be earlier than until.", code=INVALID_QUERY)
         count = buckets.bucket_count(since, until, size)
         if count > buckets.MAX_BUCKETS:
-            raise _error(
-                exceptions.ValidationError,
+            raise TooManyBuckets(
                 f"bucket={size} over this range makes {count} buckets; at most {buckets.MAX_BUCKETS} are allowed "
-                "per request: use a larger bucket or a shorter range.",
-                "too_many_buckets",
+                "per request: use a larger bucket or a shorter range."
             )
         # Built by hand, not by BucketedHistorySerializer (which documents it): 2,000 nested serializers
         # would cost more than the query.
         results = [{**bucket, "start": _iso(bucket["start"])} for bucket in buckets.buckets(robot, since, until, size)]
         return Response({"bucket": size, "since": _iso(since), "until": _iso(until), "results": results})
 
-    def _range(self) -> tuple[datetime | None, datetime | None]:
-        since = _parse_instant("since", self.request.query_params.get("since"))
-        until = _parse_instant("until", self.request.query_params.get("until"))
-        if since and until and since >= until:
-            raise _error(exceptions.ValidationError, "since must be earlier than until.", "invalid_query")
-        return since, until
-
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):  # drf-spectacular inspecting the view
             return TelemetrySample.objects.none()
         robot = _robot_or_404(self.kwargs["robot_id"])
-        since, until = self._range()
-        samples = TelemetrySample.objects.filter(robot=robot).order_by("-reported_at", "-id")
-        if since:
-            samples = samples.filter(reported_at__gte=since)
-        if until:
-            samples = samples.filter(reported_at__lt=until)
-        return samples
+        return since_until(TelemetrySample.objects.filter(robot=robot), "reported_at", self.request.query_params)
+
+
+@staff_member_required
+def dashboard_page(request: HttpRequest) -> HttpResponse:
+    return render(request, "telemetry/dashboard.html", {"metrics": list(METRICS)})

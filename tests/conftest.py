@@ -41,6 +41,22 @@ def r2d2():
     return robot
 
 
+def add_to_counter(name: str, labels: dict | None = None, amount: int = 1) -> None:
+    """Increment one counter, as the aggregation does with many."""
+    from metrics.counters import counter_key, inc_counters
+
+    inc_counters({counter_key(name, labels): amount})
+
+
+def counter_value(name: str, labels: dict | None = None) -> int:
+    """A counter's current value, 0 when it was never incremented."""
+    from metrics.counters import canonical_labels
+    from metrics.models import Counter
+
+    counter = Counter.objects.filter(name=name, labels=canonical_labels(labels)).first()
+    return counter.value if counter else 0
+
+
 @pytest.fixture
 def battery_low():
     """Alert rule battery_low (battery_percentage lt 20 for 60 s), enabled; as migrations create it, but on."""

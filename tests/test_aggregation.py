@@ -13,10 +13,10 @@ from django.core.management import call_command
 from django.db import connection
 
 from metrics import aggregation
-from metrics.aggregation import aggregate_mission_metrics, changed_counters
-from metrics.counters import get_value
+from metrics.aggregation import aggregate_mission_metrics
 from metrics.models import Counter, CounterSnapshot, StreamCursor
 from metrics.signals import aggregation_completed, aggregation_failed, aggregation_started
+from tests.conftest import counter_value
 from tests.servers import BASE_DIR, child_env
 
 STATUSES = ["completed", "failed", "in_progress", "cancelled"]
@@ -70,7 +70,7 @@ def test_it_counts_1000_mixed_entries_exactly(redis_client):
     assert status_counts() == {"completed": 250, "failed": 250, "in_progress": 250, "cancelled": 250}
     assert (result.entries_processed, result.entries_skipped, result.last_id) == (1000, 0, ids[-1])
     assert StreamCursor.objects.get(stream=settings.FLEET_MISSION_STREAM).last_id == ids[-1]
-    assert get_value("mission_entries_invalid_total") == 0
+    assert counter_value("mission_entries_invalid_total") == 0
 
 
 @pytest.mark.django_db
@@ -107,7 +107,7 @@ def test_it_counts_invalid_entries_apart(redis_client):
     result = aggregate_mission_metrics()
 
     assert (result.entries_processed, result.entries_skipped) == (12, 9)
-    assert get_value("mission_entries_invalid_total") == 9
+    assert counter_value("mission_entries_invalid_total") == 9
     assert status_counts() == {"y" * 64: 1, "completed": 2}
 
 
@@ -169,11 +169,14 @@ def test_it_snapshots_each_changed_counter_once_at_the_end_of_a_run(redis_client
         ("mission_status_total", "in_progress", 2),
     ]
     assert {s.run_id for s in CounterSnapshot.objects.all()} == {result.run_id}
-    expected = sorted(result.counters_changed, key=lambda i: (Counter.objects.get(id=i).name, i))
-    assert [c.id for c in changed_counters(result.run_id)] == expected
-    aggregation._recent_runs.clear()  # as another process would see it: from the snapshots
-    assert [c.id for c in changed_counters(result.run_id)] == expected
-    assert changed_counters(aggregate_mission_metrics().run_id) == []
+    assert result.counters == [
+        {"name": "mission_entries_invalid_total", "labels": {}, "value": 1},
+        {"name": "mission_status_total", "labels": {"status": "cancelled"}, "value": 2},
+        {"name": "mission_status_total", "labels": {"status": "completed"}, "value": 3},
+        {"name": "mission_status_total", "labels": {"status": "failed"}, "value": 3},
+        {"name": "mission_status_total", "labels": {"status": "in_progress"}, "value": 2},
+    ]
+    assert aggregate_mission_metrics().counters == []
 
 
 @pytest.mark.django_db(transaction=True)
@@ -199,14 +202,17 @@ def test_two_concurrent_runs_in_threads_never_double_count(redis_client):
         thread.join(60)
 
     assert errors == []
-    assert sum(result.entries_processed for result in results) == 1000
+    processed = [result.entries_processed for result in results]
+    assert sum(processed) == 1000
+    assert min(processed) > 0, f"the two runs did not overlap: {processed}"
     assert status_counts() == {"completed": 250, "failed": 250, "in_progress": 250, "cancelled": 250}
 
 
 @pytest.mark.django_db(transaction=True)
 def test_two_concurrent_runs_in_processes_never_double_count(redis_client):
     add_missions(redis_client, 1000)
-    command = [sys.executable, "manage.py", "aggregate_metrics", "--batch-size", "10"]
+    # One entry per batch, so the second process starts while the first is still counting.
+    command = [sys.executable, "manage.py", "aggregate_metrics", "--batch-size", "1"]
     children = [
         subprocess.Popen(command, cwd=BASE_DIR, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         for _ in range(2)
@@ -216,6 +222,7 @@ def test_two_concurrent_runs_in_processes_never_double_count(redis_client):
     assert [child.returncode for child in children] == [0, 0], outputs
     processed = [int(output.strip().splitlines()[-1].split()[1]) for output in outputs]
     assert sum(processed) == 1000, outputs
+    assert min(processed) > 0, f"the two runs did not overlap: {outputs}"
     assert status_counts() == {"completed": 250, "failed": 250, "in_progress": 250, "cancelled": 250}
 
 
@@ -279,7 +286,7 @@ def test_a_stream_trimmed_past_the_cursor_is_recorded_and_never_double_counted(r
     assert (after.entries_processed, after.gaps) == (10, [])
     assert sum(status_counts().values()) == 170
     if redis_major(redis_client) >= 7:
-        assert get_value("mission_entries_lost_total") == 40
+        assert counter_value("mission_entries_lost_total") == 40
 
 
 @pytest.mark.django_db
@@ -299,7 +306,7 @@ def test_trimming_only_counted_entries_is_not_a_gap(redis_client):
     else:
         # Redis 6 can't tell "trimmed up to the cursor" from "trimmed past it": flagged as possible, never counted.
         assert [gap.lost for gap in result.gaps] == [None]
-        assert get_value("mission_entries_lost_total") == 0
+        assert counter_value("mission_entries_lost_total") == 0
 
 
 @pytest.mark.django_db
@@ -312,7 +319,7 @@ def test_a_first_run_on_a_stream_trimmed_before_it_counts_what_remains(redis_cli
     assert result.entries_processed == 20
     assert sum(status_counts().values()) == 20
     if redis_major(redis_client) >= 7:
-        assert (result.entries_lost, get_value("mission_entries_lost_total")) == (10, 10)
+        assert (result.entries_lost, counter_value("mission_entries_lost_total")) == (10, 10)
     else:
         assert (result.entries_lost, result.gaps) == (0, [])
 
@@ -339,8 +346,10 @@ def test_the_three_events_carry_exact_payloads(redis_client, events):
         "duration_ms",
         "timestamp",
         "last_id",
+        "counters",
     }
     assert (completed["job_id"], completed["run_id"]) == ("aggregate_mission_metrics", result.run_id)
+    assert completed["counters"] == result.counters and len(result.counters) == 5
     assert (completed["entries_processed"], completed["entries_skipped"]) == (8, 1)
     assert completed["last_id"] == StreamCursor.objects.get().last_id
     assert completed["last_id"] != ids[-1]  # the invalid entry came last and moved the cursor too

@@ -22,7 +22,7 @@ def test_a_wrong_bearer_token_gets_invalid_token_not_credentials_missing(client,
     response = client.get("/api/telemetry/robots/", HTTP_AUTHORIZATION="Bearer nope")
 
     assert response.status_code == 401
-    assert response.json() == {"detail": "Invalid token."}
+    assert response.json() == {"detail": "Invalid token.", "code": "authentication_failed"}
     assert response["WWW-Authenticate"] == "Token"
 
 
@@ -30,11 +30,14 @@ def test_a_bearer_header_without_a_token_is_refused_with_a_reason(client, r2d2):
     response = client.get("/api/telemetry/robots/", HTTP_AUTHORIZATION="Bearer")
 
     assert response.status_code == 401
-    assert response.json() == {"detail": "Invalid token header. No credentials provided."}
+    assert response.json() == {
+        "detail": "Invalid token header. No credentials provided.",
+        "code": "authentication_failed",
+    }
 
 
 def test_a_robot_token_sent_as_bearer_is_not_an_api_credential(client, r2d2):
     response = client.get("/api/telemetry/robots/", HTTP_AUTHORIZATION=f"Bearer {r2d2.token}")
 
     assert response.status_code == 401
-    assert response.json() == {"detail": "Invalid token."}
+    assert response.json() == {"detail": "Invalid token.", "code": "authentication_failed"}

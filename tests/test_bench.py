@@ -45,8 +45,12 @@ def test_the_quick_bench_measures_ceilings_ingest_and_events(tmp_path):
     for case in ("1 ceiling: websockets echo", "1 ceiling: Channels echo on daphne"):
         assert rows[case]["frames/s"] > 0
         assert rows[case]["ack p99 ms"] > 0
+    reference = rows["2 reference: bare echo on stock daphne"]
+    assert reference["frames/s"] > 0 and reference["frames per server CPU-second"] > 0
     ingest = rows["2 ingest: robot route, everything on"]
     assert ingest["frames/s"] > 0 and ingest["ack p99 ms"] > 0 and ingest["% of Channels echo"] > 0
+    assert ingest["% of bare echo on daphne"] > 0 and ingest["% of bare echo per CPU-second"] > 0
+    assert "- **Robot route / bare echo on stock daphne (frames/s): " in written
     assert ingest["rejected"] == 0
     fanout = rows["3 fan-out lag at max load"]
     assert fanout["lag p99 ms"] > 0 and fanout["dashboard msgs"] > 0

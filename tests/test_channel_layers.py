@@ -11,7 +11,7 @@ import asyncio
 import pytest
 from channels.layers import DEFAULT_CHANNEL_LAYER, channel_layers
 
-from telemetry.dashboard import FANOUT_LAYER
+from fleet.fanout import LAYER as FANOUT_LAYER
 
 # Enough event-loop steps to land a cancellation on each step of a receive: the lock, the cleanup
 # script's send and read, the blocking pop's send, and the pop itself.

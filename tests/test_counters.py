@@ -7,14 +7,15 @@ import threading
 import pytest
 from django.db import connection
 
-from metrics.counters import counter_key, get_value, inc_counter, inc_counters, snapshot_counters
+from metrics.counters import counter_key, inc_counters, snapshot_counters
 from metrics.models import Counter, CounterSnapshot
+from tests.conftest import add_to_counter, counter_value
 
 
 @pytest.mark.django_db
 def test_it_creates_a_counter_on_first_increment_and_adds_after():
-    inc_counter("jobs_total")
-    inc_counter("jobs_total", amount=41)
+    add_to_counter("jobs_total")
+    add_to_counter("jobs_total", amount=41)
 
     counter = Counter.objects.get(name="jobs_total")
     assert counter.value == 42
@@ -23,31 +24,31 @@ def test_it_creates_a_counter_on_first_increment_and_adds_after():
 
 @pytest.mark.django_db
 def test_it_stores_labels_in_canonical_order_so_equal_sets_share_a_row():
-    inc_counter("hits_total", {"b": "2", "a": 1})
-    inc_counter("hits_total", {"a": "1", "b": 2})
+    add_to_counter("hits_total", {"b": "2", "a": 1})
+    add_to_counter("hits_total", {"a": "1", "b": 2})
 
     counter = Counter.objects.get(name="hits_total")
     assert counter.value == 2
     assert list(counter.labels) == ["a", "b"]
     assert counter.labels == {"a": "1", "b": "2"}
-    assert get_value("hits_total", {"b": 2, "a": 1}) == 2
+    assert counter_value("hits_total", {"b": 2, "a": 1}) == 2
 
 
 @pytest.mark.django_db
 def test_it_keeps_label_sets_apart():
-    inc_counter("mission_status_total", {"status": "completed"}, 3)
-    inc_counter("mission_status_total", {"status": "failed"}, 1)
-    inc_counter("mission_status_total", None, 7)
+    add_to_counter("mission_status_total", {"status": "completed"}, 3)
+    add_to_counter("mission_status_total", {"status": "failed"}, 1)
+    add_to_counter("mission_status_total", None, 7)
 
-    assert get_value("mission_status_total", {"status": "completed"}) == 3
-    assert get_value("mission_status_total", {"status": "failed"}) == 1
-    assert get_value("mission_status_total") == 7
-    assert get_value("mission_status_total", {"status": "unknown"}) == 0
+    assert counter_value("mission_status_total", {"status": "completed"}) == 3
+    assert counter_value("mission_status_total", {"status": "failed"}) == 1
+    assert counter_value("mission_status_total") == 7
+    assert counter_value("mission_status_total", {"status": "unknown"}) == 0
 
 
 @pytest.mark.django_db
 def test_it_applies_a_batch_in_one_statement_and_returns_the_changed_ids(django_assert_num_queries):
-    inc_counter("a_total", amount=1)
+    add_to_counter("a_total", amount=1)
     deltas = {counter_key("a_total"): 2, counter_key("b_total", {"x": "1"}): 5, counter_key("c_total"): 0}
 
     with django_assert_num_queries(1):
@@ -59,18 +60,18 @@ def test_it_applies_a_batch_in_one_statement_and_returns_the_changed_ids(django_
 @pytest.mark.django_db
 def test_it_refuses_negative_amounts_and_bad_names():
     with pytest.raises(ValueError):
-        inc_counter("a_total", amount=-1)
+        add_to_counter("a_total", amount=-1)
     with pytest.raises(ValueError):
-        inc_counter("bad name")
+        add_to_counter("bad name")
     with pytest.raises(ValueError):
-        inc_counter("a_total", {"bad-label": "x"})
+        add_to_counter("a_total", {"bad-label": "x"})
     assert Counter.objects.count() == 0
 
 
 @pytest.mark.django_db
 def test_it_snapshots_current_values_with_notes_flagged_as_gaps():
-    inc_counter("a_total", amount=4)
-    inc_counter("b_total", amount=9)
+    add_to_counter("a_total", amount=4)
+    add_to_counter("b_total", amount=9)
     a, b = Counter.objects.order_by("name")
 
     assert snapshot_counters([a.id, b.id, a.id], notes={b.id: "gap"}, run_id="agg_1") == 2
@@ -88,7 +89,7 @@ def test_it_loses_no_increment_when_threads_race():
     def work():
         try:
             for _ in range(per_thread):
-                inc_counter("race_total", {"kind": "x"})
+                add_to_counter("race_total", {"kind": "x"})
         finally:
             connection.close()
 
@@ -98,5 +99,5 @@ def test_it_loses_no_increment_when_threads_race():
     for thread in threads:
         thread.join()
 
-    assert get_value("race_total", {"kind": "x"}) == threads_n * per_thread
+    assert counter_value("race_total", {"kind": "x"}) == threads_n * per_thread
     assert Counter.objects.filter(name="race_total").count() == 1

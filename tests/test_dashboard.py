@@ -14,7 +14,9 @@ from django.test import override_settings
 from rest_framework.authtoken.models import Token
 
 from fleet.asgi import application
-from telemetry.dashboard import COALESCED_KEY, FANOUT_LAYER, GROUP
+from fleet.fanout import GROUP
+from fleet.fanout import LAYER as FANOUT_LAYER
+from telemetry.dashboard import COALESCED_KEY
 from telemetry.models import Alert
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -212,7 +212,8 @@ def test_the_dashboard_shows_alerts_and_loads_the_robot_history_on_open(
     from channels.layers import get_channel_layer
     from playwright.sync_api import expect
 
-    from telemetry.dashboard import FANOUT_LAYER, GROUP
+    from fleet.fanout import GROUP
+    from fleet.fanout import LAYER as FANOUT_LAYER
 
     server = ServerProcess.daphne(tmp_path)
     try:

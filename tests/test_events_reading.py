@@ -82,16 +82,25 @@ def test_the_api_rejects_bad_parameters_clearly(staff_client):
     response = staff_client.get("/api/events/", {"before": "../etc", "limit": 0})
     assert response.status_code == 400
     assert response.json() == {
-        "limit": ["Ensure this value is greater than or equal to 1."],
-        "before": ["before must be a stream ID such as 1703003456789-0"],
+        "detail": "limit: Ensure this value is greater than or equal to 1.; "
+        "before: before must be a stream ID such as 1703003456789-0",
+        "code": "invalid_query",
     }
 
 
 def test_the_api_is_for_staff_only(client, django_user_model):
-    assert client.get("/api/events/").status_code in {401, 403}
+    anonymous = client.get("/api/events/")
+    assert anonymous.status_code == 401
+    assert anonymous["WWW-Authenticate"] == "Token"
+    assert anonymous.json() == {"detail": "Authentication credentials were not provided.", "code": "not_authenticated"}
     user = django_user_model.objects.create_user("integrator", password="x")
     token = Token.objects.create(user=user)
-    assert client.get("/api/events/", HTTP_AUTHORIZATION=f"Token {token.key}").status_code == 403
+    refused = client.get("/api/events/", HTTP_AUTHORIZATION=f"Token {token.key}")
+    assert refused.status_code == 403
+    assert refused.json() == {
+        "detail": "You do not have permission to perform this action.",
+        "code": "permission_denied",
+    }
 
 
 def test_the_collector_exposes_dropped_events_fleet_wide(redis_client):

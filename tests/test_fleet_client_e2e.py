@@ -25,7 +25,7 @@ from websockets.exceptions import InvalidStatus
 from fleet.redis import get_client
 from fleet_client import RobotClient
 from telemetry.models import Robot, TelemetrySample
-from telemetry.robots import create_robot, revoke_robot
+from telemetry.robots import create_robot, revoke_robots
 from tests.servers import BASE_DIR, ServerProcess, child_env, free_port, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -292,7 +292,7 @@ async def test_it_waits_retry_after_on_4429_and_stops_for_good_on_4403(transacti
         bb8.submit(dict(GOOD))
         assert await bb8.flush(timeout=10)
         assert await asyncio.to_thread(wait_for, lambda: get_client().zcard("asgi:group:robot.bb8"), 5)
-        await database_sync_to_async(revoke_robot)("bb8")
+        await database_sync_to_async(revoke_robots)(["bb8"])
         assert await asyncio.to_thread(wait_for, lambda: bb8.stats["stopped"], 10) == (
             "closed with 4403 (revoked); not reconnecting"
         )

@@ -6,10 +6,16 @@ import json
 
 import pytest
 
-from telemetry.frames import PING, Batch, FrameError, Telemetry, parse_message
+from telemetry.frames import PING, Batch, FrameError, Telemetry, decode, parse_frame
 
 NOW = 1_703_003_456.0
 GOOD = {"cpu_usage": 45.2, "memory_usage": 62.8, "network_latency_ms": 12.5, "battery_percentage": 78.0}
+
+
+def parse_message(text: str, now: float):
+    """What the consumer does with one text message: decode, then parse."""
+    obj = decode(text)
+    return obj if isinstance(obj, FrameError) else parse_frame(obj, now)
 
 
 def telemetry(**fields) -> str:

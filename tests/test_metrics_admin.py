@@ -8,12 +8,12 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from metrics.counters import inc_counter
 from metrics.models import Counter, CounterSnapshot
+from tests.conftest import add_to_counter
 
 
 def counter_with_history(snapshots: int, name: str = "mission_status_total") -> Counter:
-    inc_counter(name, {"status": "completed"}, snapshots)
+    add_to_counter(name, {"status": "completed"}, snapshots)
     counter = Counter.objects.get(name=name)
     start = timezone.now() - timedelta(seconds=30 * snapshots)
     CounterSnapshot.objects.bulk_create(
@@ -55,7 +55,7 @@ def test_the_history_page_renders_a_chart_of_1000_snapshots_and_a_paginated_tabl
 
 @pytest.mark.django_db
 def test_the_history_chart_marks_gaps(staff_client):
-    inc_counter("mission_entries_lost_total", amount=5)
+    add_to_counter("mission_entries_lost_total", amount=5)
     counter = Counter.objects.get()
     now = timezone.now()
     CounterSnapshot.objects.create(counter=counter, value=0, taken_at=now - timedelta(minutes=1))
@@ -104,7 +104,7 @@ def test_snapshots_and_counters_are_read_only_in_admin(staff_client):
 
 @pytest.mark.django_db
 def test_the_history_chart_can_show_the_increase_per_interval(staff_client):
-    inc_counter("mission_status_total", {"status": "completed"}, 10)
+    add_to_counter("mission_status_total", {"status": "completed"}, 10)
     counter = Counter.objects.get()
     now = timezone.now()
     for minutes, value in ((3, 2), (2, 5), (1, 5), (0, 10)):

@@ -12,9 +12,7 @@ from django.test import override_settings
 from django.utils import timezone
 from django_q.models import Schedule, Task
 
-from metrics.counters import inc_counter
 from metrics.models import Counter, CounterSnapshot
-from metrics.pruning import prune_snapshots
 from metrics.schedules import (
     AGGREGATION_FUNC,
     AGGREGATION_SCHEDULE,
@@ -22,7 +20,9 @@ from metrics.schedules import (
     PRUNE_SCHEDULE,
     aggregation_cron,
     ensure_metrics_schedules,
+    prune_snapshots,
 )
+from tests.conftest import add_to_counter
 from tests.servers import ServerProcess, child_env
 
 
@@ -88,7 +88,7 @@ def test_runs_missed_during_downtime_do_not_replay_as_a_burst():
 @pytest.mark.django_db
 @override_settings(METRICS_SNAPSHOT_RETENTION_DAYS=90)
 def test_pruning_deletes_snapshots_older_than_the_retention():
-    inc_counter("a_total")
+    add_to_counter("a_total")
     counter = Counter.objects.get()
     now = timezone.now()
     for age in (91, 89, 1):

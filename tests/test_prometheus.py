@@ -6,7 +6,7 @@ import pytest
 from django.test import override_settings
 from prometheus_client.parser import text_string_to_metric_families
 
-from metrics.counters import inc_counter
+from tests.conftest import add_to_counter
 
 
 def samples(body: bytes) -> dict[tuple[str, tuple], float]:
@@ -19,9 +19,9 @@ def samples(body: bytes) -> dict[tuple[str, tuple], float]:
 
 @pytest.mark.django_db
 def test_it_exposes_counters_that_parse_with_exact_values(client):
-    inc_counter("mission_status_total", {"status": "completed"}, 42)
-    inc_counter("mission_status_total", {"status": "failed"}, 3)
-    inc_counter("mission_entries_invalid_total", None, 2)
+    add_to_counter("mission_status_total", {"status": "completed"}, 42)
+    add_to_counter("mission_status_total", {"status": "failed"}, 3)
+    add_to_counter("mission_entries_invalid_total", None, 2)
 
     response = client.get("/metrics")
 
@@ -47,9 +47,9 @@ def test_the_invalid_and_lost_counters_are_there_before_any_increment(client):
 
 @pytest.mark.django_db
 def test_it_reads_the_database_at_each_scrape(client):
-    inc_counter("mission_status_total", {"status": "completed"})
+    add_to_counter("mission_status_total", {"status": "completed"})
     first = samples(client.get("/metrics").content)
-    inc_counter("mission_status_total", {"status": "completed"}, 4)
+    add_to_counter("mission_status_total", {"status": "completed"}, 4)
     second = samples(client.get("/metrics").content)
 
     assert first[("mission_status_total", (("status", "completed"),))] == 1
@@ -65,6 +65,10 @@ def test_it_requires_the_bearer_token_when_one_is_set(client):
     refused = client.get("/metrics", HTTP_AUTHORIZATION="Bearer s3cret-scrape-token-and-more")
     assert refused.status_code == 401
     assert refused["WWW-Authenticate"] == 'Bearer realm="metrics"'
+    assert refused.json() == {
+        "detail": "Send Authorization: Bearer <METRICS_BEARER_TOKEN>.",
+        "code": "not_authenticated",
+    }
 
     allowed = client.get("/metrics", HTTP_AUTHORIZATION="Bearer s3cret-scrape-token")
     assert allowed.status_code == 200

@@ -9,8 +9,8 @@ from django.core.management import call_command
 from django.test import override_settings
 from django_q.models import Schedule
 
+from telemetry.history import SCHEDULE_NAME, ensure_schedule, prune_samples
 from telemetry.models import TelemetrySample
-from telemetry.retention import SCHEDULE_NAME, ensure_schedule, prune_samples
 
 pytestmark = pytest.mark.django_db
 
@@ -69,7 +69,7 @@ def test_migrating_registers_one_daily_prune_schedule_however_often_it_runs():
     schedules = Schedule.objects.filter(name=SCHEDULE_NAME)
     assert schedules.count() == 1
     schedule = schedules.get()
-    assert schedule.func == "telemetry.retention.prune_samples"
+    assert schedule.func == "telemetry.history.prune_samples"
     assert schedule.schedule_type == Schedule.DAILY
     assert schedule.repeats == -1
 

@@ -13,9 +13,10 @@ from channels.layers import get_channel_layer
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from fleet.fanout import GROUP
+from fleet.fanout import LAYER as FANOUT_LAYER
 from fleet.redis import get_client
 from telemetry import latest, presence
-from telemetry.dashboard import FANOUT_LAYER, GROUP
 from telemetry.models import Robot, RobotSession
 from telemetry.robots import create_robot
 from tests.servers import ServerProcess, wait_for

@@ -86,7 +86,7 @@ def redis_unreachable():
 @pytest.fixture
 def redis_hung(redis_client):
     """Pause every Redis client for a moment (CLIENT PAUSE ... ALL), then wait until it answers again."""
-    pause_ms = 1500
+    pause_ms = 6000  # twice the budget the tests give a request, so waiting it out fails them
     redis_client.execute_command("CLIENT", "PAUSE", pause_ms, "ALL")
     ends = time.monotonic() + pause_ms / 1000
     yield
@@ -145,7 +145,7 @@ def test_info_answers_degraded_with_null_counts_when_redis_refuses_connections(c
     started = time.monotonic()
     response = client.get("/api/telemetry/info")
 
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 3.0  # the clients' 0.5 s timeout, with room for a busy machine
     assert response.status_code == 200
     assert response.json() == {
         "name": "Fleet Telemetry System",
@@ -159,7 +159,7 @@ def test_info_answers_degraded_with_null_counts_when_redis_refuses_connections(c
     }
 
 
-def test_info_answers_within_a_second_when_redis_hangs(client, redis_hung):
+def test_info_answers_without_waiting_out_a_hung_redis(client, redis_hung):
     started = time.monotonic()
     response = client.get("/api/telemetry/info")
     elapsed = time.monotonic() - started
@@ -167,7 +167,7 @@ def test_info_answers_within_a_second_when_redis_hangs(client, redis_hung):
     assert response.status_code == 200
     assert response.json()["degraded"] is True
     assert response.json()["active_connections"] is None
-    assert elapsed < 1.0
+    assert elapsed < 3.0  # the clients' 0.5 s timeout, with room for a busy machine
 
 
 def test_info_throttles_anonymous_clients(client, monkeypatch):
@@ -177,7 +177,10 @@ def test_info_throttles_anonymous_clients(client, monkeypatch):
 
     assert statuses == [200, 200, 200, 429]
     response = client.get("/api/telemetry/info")
-    assert response.json() == {"detail": "Request was throttled. Expected available in 60 seconds."}
+    assert response.json() == {
+        "detail": "Request was throttled. Expected available in 60 seconds.",
+        "code": "throttled",
+    }
     assert response["Retry-After"] == "60"
 
 
@@ -206,14 +209,14 @@ def test_private_endpoints_answer_401_to_anonymous_clients(client, r2d2, path):
 
     assert response.status_code == 401
     assert response["WWW-Authenticate"] == "Token"
-    assert response.json() == {"detail": "Authentication credentials were not provided."}
+    assert response.json() == {"detail": "Authentication credentials were not provided.", "code": "not_authenticated"}
 
 
 def test_a_wrong_api_token_gets_401(client, r2d2):
     response = client.get("/api/telemetry/robots/", HTTP_AUTHORIZATION="Token nope")
 
     assert response.status_code == 401
-    assert response.json() == {"detail": "Invalid token."}
+    assert response.json() == {"detail": "Invalid token.", "code": "authentication_failed"}
 
 
 def test_a_drf_token_authenticates(client, operator, r2d2):

@@ -1,12 +1,8 @@
 """The bridge from Django signals to the event stream.
 
-The rule: business code only sends signals (metrics.signals, telemetry.signals); this module is
-the only code that publishes events. Apps never import fleet.events.stream.
-
-A receiver builds the envelope right away (its timestamp is when the signal was sent) and hands
-it to the process's publisher, which never waits for Redis. From sync code the hand-over happens
-on commit, so a rolled-back transaction emits nothing; from async code (a consumer, where there
-is no transaction) it happens at once.
+The rule: business code only sends signals (metrics.signals, telemetry.signals); this module is the
+only code that publishes events. From sync code the hand-over waits for the commit, so a rolled-back
+transaction emits nothing.
 """
 
 from __future__ import annotations

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from numbers import Real
 
-METRICS_FIELDS = {"cpu_usage", "memory_usage", "network_latency_ms", "battery_percentage"}
+from telemetry.closes import CLOSE_REASONS
+from telemetry.frames import METRICS
+
+METRICS_FIELDS = set(METRICS)
 
 # `value` is the metric's value (for `reporting`: seconds since the robot's last frame); `threshold`
 # is the level crossed (on clear: the clear threshold when the rule has one).
@@ -53,17 +56,6 @@ EXTENSION_SCHEMAS: dict[str, dict[str, tuple[type, ...]]] = {
     "telemetry.alert_cleared": ALERT_PAYLOAD,
 }
 EVENT_SCHEMAS = {**CHARTER_SCHEMAS, **EXTENSION_SCHEMAS}
-
-CLOSE_REASONS = {
-    "client_disconnect",
-    "idle_timeout",
-    "protocol_error",
-    "too_large",
-    "rate_limited",
-    "replaced",
-    "revoked",
-    "server_shutdown",
-}
 
 
 def _matches(value: object, types: tuple[type, ...]) -> bool:

@@ -1,14 +1,6 @@
 """The event stream: a bounded per-process buffer drained into Redis by one background thread.
 
-Callers never wait for Redis. `enqueue()` serialises the envelope into its entry fields
-(`fleet.events.envelope.stream_fields`) and appends them to the buffer;
-the publisher thread sends what is buffered in pipelined XADDs, keeping order. While Redis is
-down or hung the buffer holds up to FLEET_EVENT_BUFFER envelopes; beyond that the oldest are
-dropped and counted in Redis (`fleet:events:dropped_total`) once Redis answers again.
-
-Delivery is exactly once except in one case: if a write times out after Redis applied it (a
-hang longer than the publisher's 30 s socket timeout), the retry writes it again. Consumers that
-must not see a duplicate de-duplicate on the envelope `id`.
+Callers never wait for Redis; buffering, drops and the one duplicate case: docs/events.md.
 """
 
 from __future__ import annotations

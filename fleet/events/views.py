@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
@@ -8,7 +8,9 @@ from rest_framework.response import Response
 from rest_framework.reverse import reverse
 from rest_framework.views import APIView
 
+from fleet.events.openapi import EVENT_PAGE
 from fleet.events.reading import STREAM_ID, recent_events
+from fleet.openapi import error
 from fleet.redis import get_client
 
 
@@ -21,22 +23,13 @@ class EventQuerySerializer(serializers.Serializer):
 
 
 class EventListView(APIView):
-    """Recent lifecycle events, newest first, each with its stream ID. Page with `next`."""
+    """Recent lifecycle events, newest first, each with its stream ID. Page with `next`. Staff only."""
 
     permission_classes = [IsAdminUser]
 
     @extend_schema(
         parameters=[EventQuerySerializer],
-        responses={
-            200: inline_serializer(
-                "EventPage",
-                {
-                    "next": serializers.URLField(allow_null=True),
-                    "results": serializers.ListField(child=serializers.DictField()),
-                },
-            ),
-            400: OpenApiResponse(description="A query parameter is invalid; the body names it."),
-        },
+        responses={200: EVENT_PAGE, 400: error("`invalid_query`: the detail names the parameter.")},
     )
     def get(self, request: Request) -> Response:
         query = EventQuerySerializer(data=request.query_params)

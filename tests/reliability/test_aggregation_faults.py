@@ -12,8 +12,8 @@ import pytest
 from django.conf import settings
 from django_q.tasks import async_task
 
-from metrics.counters import get_value
 from metrics.models import Counter, CounterSnapshot, StreamCursor
+from tests.conftest import counter_value
 from tests.servers import BASE_DIR, ServerProcess, child_env, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -39,8 +39,8 @@ def write_missions(client, count: int, start: int = 0, invalid_every: int = 0) -
 
 
 def counted() -> dict[str, int]:
-    tally = {status: get_value("mission_status_total", {"status": status}) for status in STATUSES}
-    return tally | {"invalid": get_value("mission_entries_invalid_total")}
+    tally = {status: counter_value("mission_status_total", {"status": status}) for status in STATUSES}
+    return tally | {"invalid": counter_value("mission_entries_invalid_total")}
 
 
 def cursor_position() -> int:
@@ -89,7 +89,7 @@ def test_a_qcluster_killed_mid_aggregation_and_restarted_counts_every_entry_once
         assert "stream trimmed past the cursor" in second.output()
         redis_major = int(redis_client.info("server")["redis_version"].split(".")[0])
         if redis_major >= 7:
-            assert (get_value("mission_entries_lost_total"), lost.value) == (40, 40)
+            assert (counter_value("mission_entries_lost_total"), lost.value) == (40, 40)
         else:
             # Redis 6 cannot tell how many were trimmed: the gap is flagged, never guessed.
             assert lost.note.endswith("count unknown (Redis < 7)")

@@ -15,7 +15,7 @@ from channels.db import database_sync_to_async
 
 from fleet.embedded_redis import EmbeddedRedis
 from fleet.events.stream import DROPPED_KEY
-from telemetry.ingest import FRAMES_KEY
+from telemetry.flusher import FRAMES_KEY
 from tests.reliability.fleet import (
     assert_no_secret_in_logs,
     http_get,
@@ -77,22 +77,23 @@ async def test_daphne_rides_out_a_hung_then_a_stopped_redis_without_a_restart(pr
 
         # --- Hung: every command waits. Nothing that answers robots or the public may wait with it.
         mark = last_event_id(client)
+        # Budgets of 3 s: six times the clients' 0.5 s timeout (a busy machine), a third of the 10 s hang.
         client.execute_command("CLIENT", "PAUSE", 10000, "ALL")
         try:
             status, info, took = await asyncio.to_thread(http_get, f"{server.base_url}/api/telemetry/info")
             assert (status, info["active_connections"], info["degraded"]) == (200, None, True)
-            assert took < 1.0
+            assert took < 3.0
             status, health, took = await asyncio.to_thread(http_get, f"{server.base_url}/healthz")
-            assert status == 503 and health["redis"].startswith("error:") and took < 1.0
+            assert status == 503 and health["redis"].startswith("error:") and took < 3.0
             for n, robot_id in enumerate(robots):
-                assert await exchange(sockets[robot_id], 100 + n, 2.0, 1.0) < 1.0
+                assert await exchange(sockets[robot_id], 100 + n, 2.0, 3.0) < 3.0
                 accepted += 1
             # A robot that connects now gets in (its lease is written on the next refresh) and is acked.
             started = asyncio.get_running_loop().time()
             late = await open_robot(server.ws_url, late_id, late_token)
-            await exchange(late, 1, 3.0, 1.0)
+            await exchange(late, 1, 3.0, 3.0)
             accepted += 1
-            assert asyncio.get_running_loop().time() - started < 1.5
+            assert asyncio.get_running_loop().time() - started < 5.0
         finally:
             client.execute_command("CLIENT", "UNPAUSE")
         # Every event of the hang arrives once, in order, once Redis answers.
@@ -109,7 +110,7 @@ async def test_daphne_rides_out_a_hung_then_a_stopped_redis_without_a_restart(pr
         mark = last_event_id(client)
         private_redis.stop()
         status, health, took = await asyncio.to_thread(http_get, f"{server.base_url}/healthz")
-        assert status == 503 and health["redis"].startswith("error:") and took < 1.0
+        assert status == 503 and health["redis"].startswith("error:") and took < 3.0
         sent = []
         for round_ in range(OUTAGE_ROUNDS):
             for robot_id in robots:

@@ -21,7 +21,8 @@ def test_a_short_soak_loses_no_frame_and_counts_every_mission_exactly(tmp_path):
         text=True,
         timeout=180,
     )
-    assert run.returncode in (0, 1), run.stdout[-3000:] + run.stderr[-3000:]
+    # 0 only when every verdict holds, the memory one included.
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     result = json.loads(run.stdout.strip().splitlines()[-1])
     summary = result["summary"]
     assert (summary["sent"], summary["acked"], result["lost"], summary["unacked"]) == (3000, 3000, 0, 0)

@@ -3,7 +3,8 @@
 
 const WINDOW_SECONDS = 3600;
 const HISTORY_BUCKET_SECONDS = 10; // the history's sampling interval: one point per stored sample
-const METRICS = ["cpu_usage", "memory_usage", "network_latency_ms", "battery_percentage"];
+// The metric names, in chart order, as the page gives them (telemetry.frames.METRICS).
+const METRICS = JSON.parse(document.getElementById("metric-names").textContent);
 const robots = new Map(); // robot_id -> {row, state}
 let selected = null;
 let robotSeries = [[], [], [], [], []]; // t, cpu, memory, latency, battery
