@@ -102,7 +102,9 @@ class Registry:
                     # After the flush, so the sweep's round trip never delays the frames' fan-out.
                     next_slow = now + self._slow_tick()
                     self._maintain(now)
-                    await self._sweep()
+                    if self.connections or not self.buffer.idle():
+                        # A resident loop with nothing of its own leaves presence alone, as before.
+                        await self._sweep()
                     await self.alerts.tick(self._latest_metrics)
             except asyncio.CancelledError:
                 raise
