@@ -27,6 +27,8 @@ FLEET_ENV = {
     "DJANGO_SECRET_KEY": "bench-only-not-a-secret-bench-only-not-a-secret-0123456789",
     "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
     "DJANGO_SECURE_SSL_REDIRECT": "0",
+    # Plain ws:// on loopback, without a proxy in front: the TLS requirement is out of scope here.
+    "ROBOTS_REQUIRE_TLS": "0",
     "DJANGO_LOG_LEVEL": "WARNING",
     "TELEMETRY_MAX_FRAMES_PER_SECOND": "1000000",
     "TELEMETRY_IDLE_TIMEOUT": "3600",
@@ -214,7 +216,8 @@ class Bench:
 
     def fleet(self, cpu: int | None = None, **extra: str) -> Process:
         port = free_port()
-        env = self.child_env(**{**FLEET_ENV, **extra})
+        # The load generator's dashboard sends this Origin; with debug off only exact origins pass.
+        env = self.child_env(**{**FLEET_ENV, "DASHBOARD_ALLOWED_ORIGINS": f"http://127.0.0.1:{port}", **extra})
         args = [sys.executable, "-m", "fleet.serve", "--bind", "127.0.0.1", "--port", str(port)]
         process = self.spawn("fleet-daphne", args, env, port, cpu)
         self.wait_listening(process, http_path="/healthz")

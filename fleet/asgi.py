@@ -12,12 +12,16 @@ django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
+from fleet.proxies import TrustedProxies  # noqa: E402
 from telemetry import routing  # noqa: E402
 
-application = ProtocolTypeRouter(
-    {
-        "http": django_asgi_app,
-        # Each route carries its own guard (see telemetry.routing).
-        "websocket": URLRouter(routing.websocket_urlpatterns),
-    }
+# Client address and scheme come from X-Forwarded-* only through FLEET_TRUSTED_PROXIES, for both protocols.
+application = TrustedProxies(
+    ProtocolTypeRouter(
+        {
+            "http": django_asgi_app,
+            # Each route carries its own guard (see telemetry.routing).
+            "websocket": URLRouter(routing.websocket_urlpatterns),
+        }
+    )
 )

@@ -5,6 +5,7 @@ A bad value stops start-up with ImproperlyConfigured naming the variable.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from pathlib import Path
@@ -59,7 +60,9 @@ def envlist(name: str, default: str) -> list[str]:
 VAR_DIR = Path(os.environ.get("FLEET_VAR_DIR", BASE_DIR / "var")).resolve()
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 
-DEBUG = envbool("DJANGO_DEBUG", "1")
+# Off unless asked for: a deployment that forgets the variable must not serve debug pages or run
+# without a secret key. `make run`, `runfleet` and the test suite turn it on explicitly.
+DEBUG = envbool("DJANGO_DEBUG", "0")
 
 
 def _secret_key() -> str:
@@ -67,7 +70,9 @@ def _secret_key() -> str:
     if key:
         return key
     if not DEBUG:
-        raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is off")
+        raise ImproperlyConfigured(
+            "DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is off (DJANGO_DEBUG=1 is for local development only)"
+        )
     # In debug, generate one once and keep it, so sessions survive restarts.
     path = VAR_DIR / "secret_key"
     if not path.exists():
@@ -79,6 +84,50 @@ def _secret_key() -> str:
 SECRET_KEY = _secret_key()
 ALLOWED_HOSTS = envlist("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]" if DEBUG else "")
 CSRF_TRUSTED_ORIGINS = envlist("DJANGO_CSRF_TRUSTED_ORIGINS", "")
+
+
+def _trusted_proxies() -> int | list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """FLEET_TRUSTED_PROXIES: how many proxies stand in front (a count), or their addresses (a list)."""
+    raw = os.environ.get("FLEET_TRUSTED_PROXIES", "").strip()
+    if not raw:
+        # DJANGO_BEHIND_PROXY=1, the older name, means one proxy.
+        return 1 if envbool("DJANGO_BEHIND_PROXY", "0") else 0
+    if raw.isdigit():
+        return int(raw)
+    try:
+        return [ipaddress.ip_network(item, strict=False) for item in envlist("FLEET_TRUSTED_PROXIES", "")]
+    except ValueError as exc:
+        raise ImproperlyConfigured(
+            f"FLEET_TRUSTED_PROXIES must be a count or a comma-separated list of addresses or networks; {exc}"
+        ) from None
+
+
+# X-Forwarded-For and X-Forwarded-Proto are believed only when they come from these (see fleet.proxies).
+FLEET_TRUSTED_PROXIES = _trusted_proxies()
+
+
+def _dashboard_origins() -> list[str]:
+    """Exact origins (scheme://host[:port]) whose pages may open the dashboard socket with a session."""
+    explicit = envlist("DASHBOARD_ALLOWED_ORIGINS", "")
+    for origin in explicit:
+        parts = urlsplit(origin)
+        host = parts.hostname or ""
+        exact = parts.scheme in {"http", "https"} and host and not parts.path.strip("/") and not parts.query
+        if origin == "*" or "*" in host or host.startswith(".") or not exact:
+            raise ImproperlyConfigured(
+                f"DASHBOARD_ALLOWED_ORIGINS must list exact origins such as https://fleet.example.com; got {origin!r}"
+            )
+    if explicit:
+        return explicit
+    # Derived from ALLOWED_HOSTS, whose entries carry no scheme or port: each host on any port, over
+    # https (and http in debug). Wildcards (`*`, `.example.com`) are left out: a sibling subdomain's
+    # page must not open a staff socket.
+    schemes = ["https", "http"] if DEBUG else ["https"]
+    hosts = [host for host in ALLOWED_HOSTS if "*" not in host and not host.startswith(".")]
+    return [f"{scheme}://{host}:*" for host in hosts for scheme in schemes]
+
+
+DASHBOARD_ALLOWED_ORIGINS = _dashboard_origins()
 
 INSTALLED_APPS = [
     "daphne",
@@ -165,11 +214,16 @@ REDIS_CONNECT_TIMEOUT = envfloat("REDIS_CONNECT_TIMEOUT", "0.5")
 REDIS_SOCKET_TIMEOUT = envfloat("REDIS_SOCKET_TIMEOUT", "0.5")
 REDIS_MAX_CONNECTIONS = envint("REDIS_MAX_CONNECTIONS", "1000", minimum=1)
 
-_CHANNELS_HOST = {
-    "address": REDIS_URL,
-    "max_connections": REDIS_MAX_CONNECTIONS,
-    "socket_connect_timeout": REDIS_CONNECT_TIMEOUT,
-}
+# The channel layers may have Redis servers of their own (docs/scaling.md): channels-redis shards
+# channels and groups over its hosts by consistent hashing. Default: the one REDIS_URL.
+CHANNELS_REDIS_URLS = envlist("CHANNELS_REDIS_URLS", "") or [REDIS_URL]
+for _url in CHANNELS_REDIS_URLS:
+    if urlsplit(_url).scheme not in {"redis", "rediss", "unix"}:
+        raise ImproperlyConfigured(f"CHANNELS_REDIS_URLS must list redis://, rediss:// or unix:// URLs; got {_url!r}")
+_CHANNELS_HOSTS = [
+    {"address": url, "max_connections": REDIS_MAX_CONNECTIONS, "socket_connect_timeout": REDIS_CONNECT_TIMEOUT}
+    for url in CHANNELS_REDIS_URLS
+]
 CHANNEL_LAYERS = {
     # Robot sockets' own messages (robot.replace, robot.revoke): rare, and kept in Redis until read.
     "default": {
@@ -180,7 +234,7 @@ CHANNEL_LAYERS = {
             # completes; channels-redis' receive() then pops on forever and its consumer never ends.
             # The blocking pops wait 5 s on the server; callers that must not wait on a hung Redis
             # bound their own calls.
-            "hosts": [{**_CHANNELS_HOST, "socket_timeout": None}],
+            "hosts": [{**host, "socket_timeout": None} for host in _CHANNELS_HOSTS],
             "capacity": envint("CHANNELS_CAPACITY", "500", minimum=1),
             # expiry bounds what a vanished consumer leaves behind.
             "expiry": 60,
@@ -195,7 +249,7 @@ CHANNEL_LAYERS = {
         "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
         # Its receive() reads a local queue, which a cancellation always ends, so it keeps a socket
         # timeout: the flusher's publish to a hung Redis gives up after 10 s.
-        "CONFIG": {"hosts": [{**_CHANNELS_HOST, "socket_timeout": 10}]},
+        "CONFIG": {"hosts": [{**host, "socket_timeout": 10} for host in _CHANNELS_HOSTS]},
     },
 }
 
@@ -237,7 +291,12 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "fleet.api.exception_handler",
     "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.AnonRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {"anon": os.environ.get("API_ANON_THROTTLE", "120/minute")},
+    # The client address is REMOTE_ADDR, which fleet.proxies has already taken from X-Forwarded-For
+    # when (and only when) a trusted proxy sent it. DRF must not read the header again itself.
+    "NUM_PROXIES": 0,
 }
+# Login attempts (admin and the browsable API) per client address, per process, counted on POST.
+LOGIN_THROTTLE = os.environ.get("LOGIN_THROTTLE", "10/minute")
 SPECTACULAR_SETTINGS = {
     "TITLE": "Fleet Telemetry API",
     "DESCRIPTION": "Robot telemetry, fleet presence, mission counters and lifecycle events.",
@@ -284,8 +343,8 @@ if not DEBUG:
     SECURE_HSTS_SECONDS = envint("DJANGO_SECURE_HSTS_SECONDS", "31536000")
     SECURE_HSTS_INCLUDE_SUBDOMAINS = envbool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", "1")
     SECURE_HSTS_PRELOAD = envbool("DJANGO_SECURE_HSTS_PRELOAD", "0")
-if envbool("DJANGO_BEHIND_PROXY", "0"):
-    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# No SECURE_PROXY_SSL_HEADER: fleet.proxies sets the request's scheme from X-Forwarded-Proto, and
+# only when a trusted proxy sent it; Django's setting would believe anyone who sends the header.
 
 DJANGO_LOG_FORMAT = os.environ.get("DJANGO_LOG_FORMAT", "plain").strip().lower()
 if DJANGO_LOG_FORMAT not in ("plain", "json"):
@@ -322,8 +381,13 @@ METRICS_AGGREGATION_MAX_PER_RUN = envint("METRICS_AGGREGATION_MAX_PER_RUN", "100
 METRICS_AGGREGATION_INTERVAL = envint("METRICS_AGGREGATION_INTERVAL", "30", minimum=1)
 METRICS_SNAPSHOT_RETENTION_DAYS = envint("METRICS_SNAPSHOT_RETENTION_DAYS", "90", minimum=1)
 METRICS_BEARER_TOKEN = os.environ.get("METRICS_BEARER_TOKEN", "")
+# Without a token, /metrics answers anyone only in debug, or when this says so on purpose.
+METRICS_ALLOW_ANONYMOUS = envbool("METRICS_ALLOW_ANONYMOUS", "1" if DEBUG else "0")
 
 # --- Telemetry --------------------------------------------------------------------------------
+# Robots send their token on the handshake: refuse handshakes that did not arrive over TLS (wss://
+# to us, or https to the trusted proxy in front, per its X-Forwarded-Proto).
+ROBOTS_REQUIRE_TLS = envbool("ROBOTS_REQUIRE_TLS", "0" if DEBUG else "1")
 TELEMETRY_MAX_MESSAGE_BYTES = envint("TELEMETRY_MAX_MESSAGE_BYTES", "65536", minimum=1024)
 TELEMETRY_MAX_FRAMES_PER_SECOND = envint("TELEMETRY_MAX_FRAMES_PER_SECOND", "20", minimum=1)
 TELEMETRY_MAX_INVALID_FRAMES = envint("TELEMETRY_MAX_INVALID_FRAMES", "10", minimum=1)

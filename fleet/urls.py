@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from django.contrib import admin
+from django.contrib.auth.views import LoginView
 from django.http import HttpRequest, HttpResponseRedirect
 from django.templatetags.static import static
 from django.urls import include, path
@@ -8,6 +9,7 @@ from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from fleet.health import healthz
+from fleet.login_throttle import throttle_logins
 from telemetry.views import dashboard_page
 
 
@@ -27,6 +29,9 @@ urlpatterns = [
     path("favicon.ico", favicon),
     path("healthz", healthz, name="healthz"),
     path("dashboard/", dashboard_page, name="dashboard"),
+    # The login views, throttled; listed before the includes that also route them.
+    path("admin/login/", throttle_logins(admin.site.login)),
+    path("api/auth/login/", throttle_logins(LoginView.as_view(template_name="rest_framework/login.html"))),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),

@@ -1,7 +1,7 @@
-"""Start a private embedded Redis for the test run when REDIS_URL is unset.
+"""Start a private embedded Redis for the test run when REDIS_URL is unset, and turn debug on.
 
 Loaded with `-p` (see pyproject.toml) because pytest-django reads the settings before any
-conftest is imported, and the settings must already see REDIS_URL.
+conftest is imported, and the settings must already see REDIS_URL and DJANGO_DEBUG.
 """
 
 from __future__ import annotations
@@ -16,6 +16,10 @@ _server = None
 @pytest.hookimpl(tryfirst=True)
 def pytest_load_initial_conftests(early_config, parser, args):
     global _server
+    # DEBUG is off by default; the suite runs with the debug defaults (generated secret key, open
+    # /metrics, ws:// robots) unless DJANGO_DEBUG says otherwise, and tests of the production
+    # defaults start processes with DJANGO_DEBUG=0. Child processes inherit it.
+    os.environ.setdefault("DJANGO_DEBUG", "1")
     if os.environ.get("REDIS_URL"):
         return
     from fleet.embedded_redis import EmbeddedRedis

@@ -46,7 +46,9 @@ def test_database_url() -> str:
 
 
 def child_env(**overrides: str) -> dict[str, str]:
-    env = {**os.environ, "DATABASE_URL": test_database_url(), "REDIS_URL": settings.REDIS_URL}
+    # The client library from the checkout, as pytest's own `pythonpath` has it (simulate_fleet imports it).
+    path = os.pathsep.join(filter(None, [str(BASE_DIR / "clients" / "python"), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "DATABASE_URL": test_database_url(), "REDIS_URL": settings.REDIS_URL, "PYTHONPATH": path}
     env.update(PYTHONUNBUFFERED="1", **overrides)
     return {key: value for key, value in env.items() if value is not None}
 

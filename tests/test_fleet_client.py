@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 
 import pytest
 
-from fleet_client import RobotClient
+from fleet_client import ClientEvent, RobotClient
 from fleet_client.buffer import Buffer
 from fleet_client.client import endpoint
 from fleet_client.reconnect import Backoff, Next, after_close
-from tests.servers import BASE_DIR
+from tests.servers import BASE_DIR, free_port
 
 GOOD = {"cpu_usage": 45.2, "memory_usage": 62.8, "network_latency_ms": 12.5, "battery_percentage": 78.0}
 
@@ -83,6 +84,43 @@ def test_the_buffer_file_survives_a_restart_and_seqs_never_repeat(tmp_path):
     assert list(second._buffer.frames) == [3]
     assert second.submit(dict(GOOD)) == 4
     assert second.stats["buffered"] == 2
+
+
+async def test_on_event_hears_each_failed_connect_and_why_the_client_stopped():
+    events: list[ClientEvent] = []
+    heard_two = asyncio.Event()
+
+    def hear(event: ClientEvent) -> None:
+        events.append(event)
+        if len(events) == 2:
+            heard_two.set()
+
+    refused = RobotClient(url=f"ws://127.0.0.1:{free_port()}", robot_id="r2d2", token="t", on_event=hear)
+    refused.backoff_cap = 0.1
+    await refused.start()
+    await asyncio.wait_for(heard_two.wait(), 5)
+    await refused.close()
+    assert events[:2] == [ClientEvent("connect_failed", reason="ConnectionRefusedError")] * 2
+
+    events.clear()
+    heard_two.clear()
+    invalid = RobotClient(url="http://127.0.0.1:9", robot_id="r2d2", token="t", on_event=hear)
+    await invalid.start()
+    await asyncio.wait_for(heard_two.wait(), 5)
+    await invalid.close()
+    assert [event.kind for event in events] == ["connect_failed", "stopped"]
+    assert events[1].reason == invalid.stats["stopped"] and events[1].reason.startswith("invalid URL: ")
+
+
+def test_a_failing_on_event_is_logged_and_the_client_carries_on(caplog):
+    def broken(event: ClientEvent) -> None:
+        raise RuntimeError("bug")
+
+    client = RobotClient(url="ws://127.0.0.1:9", robot_id="r2d2", token="t", on_event=broken)
+    client.submit(dict(GOOD))
+    client._settle([0], "acked")
+    assert client.stats["acked"] == 1
+    assert caplog.messages == ["robot r2d2: on_event failed on acked"]
 
 
 @pytest.mark.parametrize(

@@ -23,7 +23,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from fleet.redis import get_client
-from fleet_client import RobotClient
+from fleet_client import ClientEvent, RobotClient
 from telemetry.models import Robot, TelemetrySample
 from telemetry.robots import create_robot, revoke_robots
 from tests.servers import BASE_DIR, ServerProcess, child_env, free_port, wait_for
@@ -102,6 +102,35 @@ async def test_a_service_restart_under_20_frames_a_second_loses_nothing_and_stor
     # A frame whose ack was lost in the restart may have been sent twice, never stored twice.
     assert accepted and accepted >= stats["submitted"]
     assert await database_sync_to_async(stored_twice)() == []
+
+
+async def test_interrupt_breaks_the_connection_and_what_is_submitted_offline_is_backfilled(r2d2_token, tmp_path):
+    server = await asyncio.to_thread(ServerProcess.daphne, tmp_path)
+    events: list[ClientEvent] = []
+    client = RobotClient(url=server.ws_url, robot_id="r2d2", token=r2d2_token, on_event=events.append)
+    try:
+        await client.start()
+        client.submit(dict(GOOD))
+        assert await client.flush(timeout=10)
+        client.interrupt(offline=1.0)
+        for _ in range(5):
+            client.submit(dict(GOOD))
+        await asyncio.sleep(0.5)
+        assert client.stats["buffered"] == 5  # offline: kept, not sent
+        assert await client.flush(timeout=10)
+    finally:
+        await client.close()
+        server.stop()
+    assert [(event.kind, event.code, event.reason, event.seqs) for event in events] == [
+        ("connected", None, "", ()),
+        ("acked", None, "", (0,)),
+        ("disconnected", None, "closed_1006", ()),
+        ("connected", None, "", ()),
+        ("acked", None, "", (1, 2, 3, 4, 5)),  # one backfill batch
+    ]
+    assert all(event.latency > 0 for event in events if event.kind == "acked")
+    assert (client.stats["acked"], client.stats["reconnects"]) == (6, 1)
+    assert await database_sync_to_async(TelemetrySample.objects.count)() == 6
 
 
 def cli(port: int, token: str, buffer: str, tmp_path, name: str) -> subprocess.Popen:

@@ -76,6 +76,21 @@ def test_it_requires_the_bearer_token_when_one_is_set(client):
 
 
 @pytest.mark.django_db
+@override_settings(METRICS_BEARER_TOKEN="", METRICS_ALLOW_ANONYMOUS=False)
+def test_without_a_token_it_refuses_everyone_unless_anonymous_scrapes_are_allowed(client):
+    refused = client.get("/metrics")
+    assert refused.status_code == 401
+    assert refused.json() == {
+        "detail": "Set METRICS_BEARER_TOKEN (or METRICS_ALLOW_ANONYMOUS=1) on the server, "
+        "then send Authorization: Bearer <METRICS_BEARER_TOKEN>.",
+        "code": "not_authenticated",
+    }
+    assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer ").status_code == 401
+    with override_settings(METRICS_ALLOW_ANONYMOUS=True):
+        assert client.get("/metrics").status_code == 200
+
+
+@pytest.mark.django_db
 def test_it_builds_its_registry_from_the_configured_collectors(client):
     with override_settings(METRICS_COLLECTORS=["tests.test_prometheus.ConstantCollector"]):
         body = client.get("/metrics").content

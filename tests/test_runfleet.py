@@ -67,8 +67,11 @@ def test_it_serves_health_and_leaves_nothing_behind_on_ctrl_c(tmp_path):
         assert "qcluster" in commands
         assert (tmp_path / "var" / "fleet.sqlite3").exists()
 
-        assert "create a user     .venv/bin/python manage.py createsuperuser" in server.output()
-        simulate = f"simulate robots   .venv/bin/python manage.py simulate_fleet --robots 20 --url {server.ws_url}\n"
+        assert "create a user     DJANGO_DEBUG=1 .venv/bin/python manage.py createsuperuser" in server.output()
+        simulate = (
+            "simulate robots   DJANGO_DEBUG=1 .venv/bin/python manage.py simulate_fleet --robots 20"
+            f" --url {server.ws_url}\n"
+        )
         assert simulate in server.output()
 
         stopped_in = ctrl_c(server)

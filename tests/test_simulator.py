@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -119,9 +120,9 @@ def test_two_robots_get_every_frame_acknowledged(daphne):
     credentials = provision(robot_ids(2, "sim"))
     config = SimulationConfig(url=daphne.ws_url, rate=5, duration=2, seed=7)
     stats = asyncio.run(simulate(config, credentials))
-    assert (stats.connects, stats.sent, stats.acked, stats.rejected, stats.unacked) == (2, 20, 20, 0, 0)
-    assert stats.handshake_rejected == 0 and not stats.errors
-    assert len(stats.latencies_ms) == 20
+    assert stats.totals() == {"submitted": 20, "acked": 20, "rejected": 0, "dropped": 0, "buffered": 0}
+    assert (stats.connects, stats.offline_submitted, stats.handshake_rejected, stats.errors) == (2, 0, 0, {})
+    assert len(stats.latencies_ms) == 20  # one live message per frame
     daphne.stop()  # closes the sessions and flushes their counts
     sessions = RobotSession.objects.filter(robot__robot_id__in=["sim-0001", "sim-0002"])
     assert sorted(sessions.values_list("robot__robot_id", "frames_accepted", "frames_rejected")) == [
@@ -137,10 +138,9 @@ def test_lossy_robots_reconnect_and_backfill_without_losing_a_frame(daphne):
         url=daphne.ws_url, rate=10, duration=3, lossy=True, drop_rate=1.5, offline=(0.2, 0.4), seed=11
     )
     stats = asyncio.run(simulate(config, credentials))
-    assert stats.drops > 0 and stats.batches > 0 and stats.backfilled > 0
+    assert stats.drops > 0 and stats.offline_submitted > 0
     assert stats.connects == 3 + stats.drops
-    assert stats.sent == 90
-    assert (stats.acked, stats.rejected, stats.unacked) == (90, 0, 0)
+    assert stats.totals() == {"submitted": 90, "acked": 90, "rejected": 0, "dropped": 0, "buffered": 0}
     assert not stats.errors
 
 
@@ -150,9 +150,15 @@ def test_the_command_streams_writes_missions_and_prints_a_summary(daphne, redis_
     call_command("simulate_fleet", robots=2, rate=5, duration=2, url=daphne.ws_url, missions=10, seed=3, stdout=out)
     output = out.getvalue()
     assert output.startswith("Provisioned 2 robots (sim-0001 … sim-0002)")
-    assert any(line.endswith("frames in the last second)") for line in output.splitlines())
+    progress = r"  connected 2/2  submitted \d+  acked \d+  rejected 0  buffered \d+  dropped 0  ack p50 .*"
+    assert re.search(progress + r"\(\d+ frames in the last second\)$", output, re.MULTILINE)
     table = summary_table(output)
-    assert (table["frames sent"], table["frames acked"], table["frames rejected"]) == ("20", "20", "0")
+    assert [table[f"frames {name}"] for name in ("submitted", "acked", "rejected", "still buffered")] == [
+        "20",
+        "20",
+        "0",
+        "0",
+    ]
     assert table["mission updates"].startswith("20 (")
     entries = redis_client.xrange(settings.FLEET_MISSION_STREAM)
     assert len(entries) == 20
@@ -162,29 +168,38 @@ def test_the_command_streams_writes_missions_and_prints_a_summary(daphne, redis_
 
 @pytest.mark.e2e
 def test_ctrl_c_stops_the_command_cleanly_with_a_summary(daphne):
-    command = subprocess.Popen(
-        [sys.executable, "manage.py", "simulate_fleet", "--robots", "2", "--rate", "5", "--url", daphne.ws_url],
-        cwd=BASE_DIR,
-        env=child_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    command = start_simulator(daphne.ws_url, "--robots", "2")
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            line = command.stdout.readline()
-            if "connected 2/2" in line:
-                break
         command.send_signal(signal.SIGINT)
         output = command.communicate(timeout=20)[0]
     finally:
         command.kill()
     assert command.returncode == 0, output
     table = summary_table(output)
-    assert int(table["frames sent"]) > 0
-    assert table["frames acked"] == table["frames sent"]
-    assert table["frames unanswered"] == "0"
+    assert int(table["frames submitted"]) > 0
+    assert table["frames acked"] == table["frames submitted"]
+    assert table["frames still buffered"] == "0"
+
+
+@pytest.mark.e2e
+def test_the_first_ctrl_c_waits_for_acks_and_a_second_quits_at_once(daphne):
+    command = start_simulator(daphne.ws_url, "--robots", "2")
+    daphne.signal(signal.SIGSTOP)  # a service that stops answering: the robots' frames stay unacked
+    try:
+        time.sleep(0.5)
+        command.send_signal(signal.SIGINT)
+        time.sleep(0.5)
+        assert command.poll() is None  # still waiting for the acks
+        command.send_signal(signal.SIGINT)
+        started = time.monotonic()
+        output = command.communicate(timeout=20)[0]
+    finally:
+        daphne.signal(signal.SIGCONT)
+        command.kill()
+    assert time.monotonic() - started < 2
+    assert command.returncode == 130, output
+    assert output.endswith("CommandError: Quit at once: frames not yet acknowledged were abandoned.\n")
+    assert "frames submitted" not in output
 
 
 @pytest.mark.e2e
@@ -193,7 +208,7 @@ def test_a_rate_above_the_server_limit_is_capped_so_no_frame_is_rate_limited(dap
     call_command("simulate_fleet", robots=1, rate=50, duration=2, url=daphne.ws_url, stdout=out, stderr=err)
     assert "--rate 50 is above the server's limit of 20 frames/s per robot; using 20." in err.getvalue()
     table = summary_table(out.getvalue())
-    assert (table["frames sent"], table["frames acked"], table["frames rejected"]) == ("40", "40", "0")
+    assert (table["frames submitted"], table["frames acked"], table["frames rejected"]) == ("40", "40", "0")
 
 
 # --- a simulator that cannot hurt a running fleet ---

@@ -27,9 +27,8 @@ async def simulate(
     stop = stop or asyncio.Event()
     stats = Stats(robots=len(credentials))
     master = random.Random(config.seed)
-    handshakes = asyncio.Semaphore(config.connect_concurrency)
     robots = [
-        SimulatedRobot(robot_id, token, config, stats, stop, random.Random(master.random()), handshakes)
+        SimulatedRobot(robot_id, token, config, stats, stop, random.Random(master.random()))
         for robot_id, token in credentials
     ]
     tasks = [asyncio.create_task(robot.run(), name=f"robot {robot.robot_id}") for robot in robots]
@@ -43,13 +42,13 @@ async def simulate(
     all_done = asyncio.ensure_future(asyncio.wait(tasks))
     stopped = asyncio.create_task(stop.wait())
     # Robots that keep failing to connect must not hold the run past its duration for long.
-    deadline = config.duration + config.drain_timeout + 10.0 if config.duration > 0 else None
+    deadline = config.duration + config.flush_timeout + 10.0 if config.duration > 0 else None
     try:
         await asyncio.wait({all_done, stopped}, timeout=deadline, return_when=asyncio.FIRST_COMPLETED)
-        if not all_done.done():
-            # Stopped (Ctrl-C, or nobody answering) or late: robots finish their in-flight frames, briefly.
+        if not all_done.done() and not stats.gave_up:
+            # Stopped (Ctrl-C) or late: robots wait for the acks of what they submitted, briefly.
             stop.set()
-            await asyncio.wait(tasks, timeout=config.drain_timeout + 2.0)
+            await asyncio.wait(tasks, timeout=config.flush_timeout + 2.0)
     finally:
         stop.set()
         helpers = [task for task in (reporter, watchdog, all_done, stopped) if task is not None]
@@ -77,7 +76,7 @@ async def _give_up_unanswered(stats: Stats, stop: asyncio.Event, config: Simulat
         stats.gave_up = f"no robot could connect within {first:g} s"
         stop.set()
         return
-    if await wait(stop, config.give_up_after - first) or stats.acked:
+    if await wait(stop, config.give_up_after - first) or stats.totals()["acked"]:
         return
     stats.gave_up = f"no frame was acknowledged within {config.give_up_after:g} s"
     stop.set()

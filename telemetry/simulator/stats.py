@@ -8,6 +8,12 @@ import time
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fleet_client import RobotClient
+
+FRAME_COUNTS = ("submitted", "acked", "rejected", "dropped", "buffered")
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
@@ -20,46 +26,50 @@ def percentile(values: Sequence[float], q: float) -> float | None:
 
 @dataclass
 class Stats:
-    """What the fleet did, shared by all robots of a run (one event loop, so no locks)."""
+    """What the fleet did, shared by all robots of a run (one event loop, so no locks).
+
+    Frame counts come from the robots' clients (`totals()`); connections and latencies from their events.
+    """
 
     robots: int = 0
     connected: int = 0
     connects: int = 0
     drops: int = 0  # deliberate drops (--lossy)
-    disconnects: int = 0  # connections that ended otherwise before the robot was done
+    disconnects: int = 0  # connections that ended otherwise, before the robot was done
     handshake_rejected: int = 0
     replaced: int = 0
     throttled: int = 0  # closed 4429
-    sent: int = 0  # frames, live and backfilled
-    acked: int = 0
-    rejected: int = 0
-    unacked: int = 0  # sent, but the connection ended before an answer came
-    backlog_dropped: int = 0
-    batches: int = 0
-    backfilled: int = 0
+    offline_submitted: int = 0  # frames submitted while their robot was offline: buffered, then backfilled
     missions: collections.Counter = field(default_factory=collections.Counter)
     errors: collections.Counter = field(default_factory=collections.Counter)
-    latencies_ms: array = field(default_factory=lambda: array("d"))
+    latencies_ms: array = field(default_factory=lambda: array("d"))  # per acked message, live or batch
+    clients: list[RobotClient] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
     gave_up: str | None = None  # why the run ended early: the service never answered
     ended: float | None = None
     _window_from: int = 0
-    _window_sent: int = 0
+    _window_submitted: int = 0
 
     @property
     def elapsed(self) -> float:
         return (self.ended or time.monotonic()) - self.started
 
-    def record_ack(self, sent_at: float) -> None:
-        self.acked += 1
-        self.latencies_ms.append((time.monotonic() - sent_at) * 1000)
+    def totals(self) -> dict[str, int]:
+        """Frames submitted, acked, rejected, dropped (a full buffer) and still buffered, over all robots."""
+        totals = dict.fromkeys(FRAME_COUNTS, 0)
+        for client in self.clients:
+            stats = client.stats
+            for name in FRAME_COUNTS:
+                totals[name] += int(stats[name] or 0)
+        return totals
 
     def window(self) -> dict:
-        """Latency p50/p99 and frames sent since the previous call (for a once-a-second progress line)."""
+        """The totals, with frames submitted and ack latency p50/p99 since the previous call (for a progress line)."""
+        totals = self.totals()
         recent = self.latencies_ms[self._window_from :]
-        sent = self.sent - self._window_sent
-        self._window_from, self._window_sent = len(self.latencies_ms), self.sent
-        return {"sent": sent, "p50": percentile(recent, 0.5), "p99": percentile(recent, 0.99)}
+        submitted = totals["submitted"] - self._window_submitted
+        self._window_from, self._window_submitted = len(self.latencies_ms), totals["submitted"]
+        return {**totals, "recent": submitted, "p50": percentile(recent, 0.5), "p99": percentile(recent, 0.99)}
 
     def summary(self) -> dict:
         lat = self.latencies_ms
@@ -71,13 +81,8 @@ class Stats:
             "handshake_rejected": self.handshake_rejected,
             "replaced": self.replaced,
             "throttled": self.throttled,
-            "sent": self.sent,
-            "acked": self.acked,
-            "rejected": self.rejected,
-            "unacked": self.unacked,
-            "backlog_dropped": self.backlog_dropped,
-            "batches": self.batches,
-            "backfilled": self.backfilled,
+            **self.totals(),
+            "offline_submitted": self.offline_submitted,
             "ack_p50_ms": percentile(lat, 0.5),
             "ack_p99_ms": percentile(lat, 0.99),
             "ack_max_ms": max(lat) if lat else None,

@@ -84,7 +84,7 @@ async def test_daphne_rides_out_a_hung_then_a_stopped_redis_without_a_restart(pr
             assert (status, info["active_connections"], info["degraded"]) == (200, None, True)
             assert took < 3.0
             status, health, took = await asyncio.to_thread(http_get, f"{server.base_url}/healthz")
-            assert status == 503 and health["redis"].startswith("error:") and took < 3.0
+            assert status == 503 and health["redis"] == "error" and took < 3.0
             for n, robot_id in enumerate(robots):
                 assert await exchange(sockets[robot_id], 100 + n, 2.0, 3.0) < 3.0
                 accepted += 1
@@ -110,7 +110,7 @@ async def test_daphne_rides_out_a_hung_then_a_stopped_redis_without_a_restart(pr
         mark = last_event_id(client)
         private_redis.stop()
         status, health, took = await asyncio.to_thread(http_get, f"{server.base_url}/healthz")
-        assert status == 503 and health["redis"].startswith("error:") and took < 3.0
+        assert status == 503 and health["redis"] == "error" and took < 3.0
         sent = []
         for round_ in range(OUTAGE_ROUNDS):
             for robot_id in robots:

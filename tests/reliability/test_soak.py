@@ -13,6 +13,7 @@ from tests.servers import BASE_DIR
 def test_a_short_soak_loses_no_frame_and_counts_every_mission_exactly(tmp_path):
     # Its own stack (temporary SQLite and embedded Redis), whatever this test run uses.
     env = {key: value for key, value in os.environ.items() if key not in ("REDIS_URL", "DATABASE_URL")}
+    env["PYTHONPATH"] = str(BASE_DIR / "clients" / "python")  # the robots' client library, from the checkout
     run = subprocess.run(
         [sys.executable, "-m", "bench.soak", "--robots", "100", "--seconds", "30", "--out", str(tmp_path), "--json"],
         cwd=BASE_DIR,
@@ -25,7 +26,7 @@ def test_a_short_soak_loses_no_frame_and_counts_every_mission_exactly(tmp_path):
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     result = json.loads(run.stdout.strip().splitlines()[-1])
     summary = result["summary"]
-    assert (summary["sent"], summary["acked"], result["lost"], summary["unacked"]) == (3000, 3000, 0, 0)
+    assert (summary["submitted"], summary["acked"], result["lost"], summary["buffered"]) == (3000, 3000, 0, 0)
     assert result["server_accepted"] == 3000
     assert result["counted"] == {**result["written"], "invalid": 0}
     assert sum(result["written"].values()) == 600

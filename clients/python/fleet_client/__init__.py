@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fleet_client.client import RobotClient
+from fleet_client.events import ClientEvent
 from fleet_client.reconnect import SUBPROTOCOL
 
-__all__ = ["SUBPROTOCOL", "RobotClient"]
+__all__ = ["SUBPROTOCOL", "ClientEvent", "RobotClient"]

@@ -6,13 +6,15 @@ import asyncio
 import logging
 import random
 import time
+from typing import Literal
 from urllib.parse import quote
 
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
 
 from fleet_client import frames
 from fleet_client.buffer import Buffer
+from fleet_client.events import ClientEvent, EventCallback
 from fleet_client.reconnect import SUBPROTOCOL, Backoff, Next, after_close
 from fleet_client.session import Session
 
@@ -43,11 +45,18 @@ class RobotClient:
     backoff_cap = 60.0
 
     def __init__(
-        self, url: str, robot_id: str, token: str, buffer_path: str | None = None, max_buffered: int = 100_000
+        self,
+        url: str,
+        robot_id: str,
+        token: str,
+        buffer_path: str | None = None,
+        max_buffered: int = 100_000,
+        on_event: EventCallback | None = None,
     ) -> None:
         self.url = endpoint(url, robot_id)
         self.robot_id = robot_id
         self._token = token
+        self._on_event = on_event
         self._buffer = Buffer(buffer_path, max_buffered)
         self._counts = {"submitted": 0, "acked": 0, "dropped": 0, "rejected": 0, "reconnects": 0}
         self._stopped: str | None = None
@@ -56,6 +65,8 @@ class RobotClient:
         self._progress = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._backoff = Backoff()
+        self._ws: ClientConnection | None = None
+        self._offline_for: float | None = None
 
     @property
     def stats(self) -> dict[str, int | str | None]:
@@ -112,21 +123,47 @@ class RobotClient:
             self._task = None
         self._buffer.close()
 
+    def interrupt(self, offline: float = 0.0) -> None:
+        """Break the connection as a lost network would (no close handshake) and stay offline `offline` seconds.
+
+        For simulations and tests: what is submitted meanwhile is buffered and backfilled on reconnect.
+        """
+        self._offline_for = max(0.0, offline)
+        if self._ws is not None:
+            self._ws.transport.abort()
+
     # --- for the session ----------------------------------------------------------------------
 
-    def _settle(self, seqs: list[int], outcome: str) -> None:
+    def _settle(
+        self, seqs: list[int], outcome: Literal["acked", "rejected"], reason: str = "", sent_at: float | None = None
+    ) -> None:
         """Frames the server acked, or will never take ("rejected"): out of the buffer."""
         removed = self._buffer.remove(seqs)
         self._counts[outcome] += removed
         if outcome != "acked":
             self._lost_unreported += removed
         self._progress.set()
+        latency = time.monotonic() - sent_at if sent_at is not None else None
+        self._emit(ClientEvent(outcome, reason=reason, seqs=tuple(seqs), latency=latency))
+
+    def _emit(self, event: ClientEvent) -> None:
+        if self._on_event is None:
+            return
+        try:
+            self._on_event(event)
+        except Exception:
+            # The caller's bug must not cost the robot its connection or its frames.
+            logger.exception("robot %s: on_event failed on %s", self.robot_id, event.kind)
 
     # --- connecting ---------------------------------------------------------------------------
 
     async def _run(self) -> None:
         connections = 0
         while True:
+            if self._offline_for is not None:
+                # Interrupted: offline for as long as asked, instead of the close code's policy.
+                await self._wait(self._offline_for, "interrupted")
+                self._offline_for = None
             try:
                 ws = await connect(
                     self.url,
@@ -137,21 +174,29 @@ class RobotClient:
                 )
             except InvalidStatus as exc:
                 status = exc.response.status_code
+                self._emit(ClientEvent("connect_failed", code=status, reason=f"HTTP {status}"))
                 if status == 403:
                     self._stop("refused with HTTP 403: unknown or inactive robot, wrong token, or unsupported protocol")
                     return
                 await self._wait(self._backoff.next_delay(), f"handshake answered HTTP {status}")
                 continue
             except InvalidURI as exc:
+                self._emit(ClientEvent("connect_failed", reason=type(exc).__name__))
                 self._stop(f"invalid URL: {exc}")
                 return
             except (OSError, TimeoutError, InvalidHandshake) as exc:
+                self._emit(ClientEvent("connect_failed", reason=type(exc).__name__))
                 await self._wait(self._backoff.next_delay(), f"cannot connect ({exc or type(exc).__name__})")
+                continue
+            if self._offline_for is not None:  # interrupted while connecting
+                ws.transport.abort()
                 continue
             if connections:
                 self._counts["reconnects"] += 1
             connections += 1
             logger.info("robot %s: connected (%d frames to send)", self.robot_id, len(self._buffer))
+            self._ws = ws
+            self._emit(ClientEvent("connected"))
             session = Session(self, ws)
             try:
                 await session.run()
@@ -159,13 +204,17 @@ class RobotClient:
                 # A bug must not end the robot's connection for good: log it and connect again.
                 logger.exception("robot %s: connection failed", self.robot_id)
             finally:
+                self._ws = None
                 await ws.close()
             if session.healthy:
                 self._backoff.reset()
             action, reason = after_close(session.close_code)
+            self._emit(ClientEvent("disconnected", code=session.close_code, reason=reason))
             if action is Next.STOP:
                 self._stop(f"closed with {session.close_code} ({reason}); not reconnecting")
                 return
+            if self._offline_for is not None:
+                continue
             if action is Next.RETRY_AFTER and session.retry_after is not None:
                 # Spread the fleet's returns over a second rather than all at the same instant.
                 delay = session.retry_after + random.uniform(0.0, 1.0)
@@ -185,3 +234,4 @@ class RobotClient:
         self._stopped = why
         logger.error("robot %s: stopped for good: %s", self.robot_id, why)
         self._progress.set()
+        self._emit(ClientEvent("stopped", reason=why))

@@ -117,7 +117,7 @@ class Session:
             logger.warning(
                 "robot %s: %d frames are older than the server keeps; dropped", self.client.robot_id, len(too_old)
             )
-            self.client._settle(too_old, "rejected")
+            self.client._settle(too_old, "rejected", reason="too_old")
         return picked, texts
 
     async def _send(self, text: str, seqs: list[int], now: float) -> None:
@@ -171,10 +171,10 @@ class Session:
         self.healthy = True
         keys = list(self.in_flight)
         self._resend(keys[: keys.index(key)])
-        seqs, _ = self.in_flight.pop(key)
+        seqs, sent_at = self.in_flight.pop(key)
         for seq in seqs:
             self.key_of.pop(seq, None)
-        self.client._settle(seqs, "acked")
+        self.client._settle(seqs, "acked", sent_at=sent_at)
 
     def _on_error(self, message: dict) -> None:
         code = message.get("code")
@@ -190,7 +190,7 @@ class Session:
             return
         # The server will never take this frame: keeping it would only block the buffer.
         logger.warning("robot %s: frame %d refused (%s: %s)", self.client.robot_id, seq, code, message.get("detail"))
-        self.client._settle([seq], "rejected")
+        self.client._settle([seq], "rejected", reason=str(code))
         if key == seq and len(self.in_flight[key][0]) == 1:
             self.in_flight.pop(key)
             self.key_of.pop(seq, None)

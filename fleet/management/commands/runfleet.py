@@ -73,6 +73,8 @@ class Command(BaseCommand):
             gc.freeze()
             base = f"http://{host}:{port}"
             url_option = "" if (host, port) == ("127.0.0.1", 8000) else f" --url ws://{host}:{port}"
+            # Other commands get debug off by default; these must use the settings this service runs with.
+            python = ("DJANGO_DEBUG=1 " if settings.DEBUG else "") + ".venv/bin/python"
             self.stdout.write(
                 f"Fleet Telemetry is starting on {base}\n"
                 f"  health     {base}/healthz\n"
@@ -84,8 +86,8 @@ class Command(BaseCommand):
                 f"  robots     ws://{host}:{port}/api/telemetry/ws/<robot_id>\n"
                 f"  Redis      {settings.REDIS_URL}{' (embedded)' if redis_server else ''}\n"
                 "Next:\n"
-                "  create a user     .venv/bin/python manage.py createsuperuser\n"
-                f"  simulate robots   .venv/bin/python manage.py simulate_fleet --robots 20{url_option}\n"
+                f"  create a user     {python} manage.py createsuperuser\n"
+                f"  simulate robots   {python} manage.py simulate_fleet --robots 20{url_option}\n"
                 "Press Ctrl-C to stop."
             )
             while not stopping:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import signal
 import time
 
@@ -125,14 +126,16 @@ class Command(BaseCommand):
         span = ids[0] if count == 1 else f"{ids[0]} … {ids[-1]}"
         self.stdout.write(f"Provisioned {plural(count, 'robot')} ({span}); connecting to {options['url']}")
         config = SimulationConfig(
-            url=options["url"],
-            rate=rate,
-            duration=options["duration"],
-            lossy=options["lossy"],
-            seed=options["seed"],
-            max_messages_per_second=limit,
+            url=options["url"], rate=rate, duration=options["duration"], lossy=options["lossy"], seed=options["seed"]
         )
-        stats = asyncio.run(self._run(config, credentials, options["missions"]))
+        if options["verbosity"] < 2:
+            # Each robot's client logs its connects and reconnects; the progress line sums them up.
+            logging.getLogger("fleet_client").setLevel(logging.WARNING)
+        try:
+            stats = asyncio.run(self._run(config, credentials, options["missions"]))
+        except asyncio.CancelledError:
+            # The second Ctrl-C: the robots were cut off, so there is no honest summary to print.
+            raise CommandError("Quit at once: frames not yet acknowledged were abandoned.", returncode=130) from None
         self._report_replaced(stats)
         self._summary(stats)
         if stats.gave_up:
@@ -186,16 +189,17 @@ class Command(BaseCommand):
 
     def _progress(self, stats: Stats) -> None:
         self._report_replaced(stats)
-        window = stats.window()
+        w = stats.window()
         self.stdout.write(
             f"{time.strftime('%H:%M:%S')}  connected {stats.connected}/{stats.robots}  "
-            f"sent {stats.sent}  acked {stats.acked}  rejected {stats.rejected}  "
-            f"ack p50 {_ms(window['p50'])}  p99 {_ms(window['p99'])}  ({window['sent']} frames in the last second)"
+            f"submitted {w['submitted']}  acked {w['acked']}  rejected {w['rejected']}  "
+            f"buffered {w['buffered']}  dropped {w['dropped']}  "
+            f"ack p50 {_ms(w['p50'])}  p99 {_ms(w['p99'])}  ({w['recent']} frames in the last second)"
         )
 
     def _summary(self, stats: Stats) -> None:
         s = stats.summary()
-        rate = s["sent"] / s["seconds"] if s["seconds"] else 0.0
+        rate = s["submitted"] / s["seconds"] if s["seconds"] else 0.0
         rows = [
             ("robots", s["robots"]),
             ("connections opened", s["connects"]),
@@ -204,11 +208,12 @@ class Command(BaseCommand):
             ("handshakes rejected", s["handshake_rejected"]),
             ("replaced (4409)", s["replaced"]),
             ("throttled (4429)", s["throttled"]),
-            ("frames sent", s["sent"]),
+            ("frames submitted", s["submitted"]),
             ("frames acked", s["acked"]),
             ("frames rejected", s["rejected"]),
-            ("frames unanswered", s["unacked"]),
-            ("backfill batches (frames)", f"{s['batches']} ({s['backfilled']})"),
+            ("frames dropped (buffer full)", s["dropped"]),
+            ("frames still buffered", s["buffered"]),
+            ("submitted while offline", s["offline_submitted"]),
             ("frames/s", f"{rate:.1f}"),
             ("ack p50", _ms(s["ack_p50_ms"])),
             ("ack p99", _ms(s["ack_p99_ms"])),
