@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
@@ -31,6 +32,7 @@ class RobotTokenMiddleware:
         self.inner = inner
 
     async def __call__(self, scope, receive, send) -> None:
+        started = time.perf_counter()  # telemetry_handshake_duration_seconds counts the token check too
         robot_id = scope["url_route"]["kwargs"]["robot_id"]
         robot = None
         try:
@@ -41,7 +43,8 @@ class RobotTokenMiddleware:
             if is_valid_robot_id(robot_id):
                 robot = await database_sync_to_async(authenticate)(robot_id, handshake_token(scope))
         if robot is not None:
-            return await self.inner({**scope, "robot": robot, "robot_subprotocol": subprotocol}, receive, send)
+            scope = {**scope, "robot": robot, "robot_subprotocol": subprotocol, "handshake_started": started}
+            return await self.inner(scope, receive, send)
         message = await receive()
         if message["type"] == "websocket.connect":
             # Before accept, a close is an HTTP 403: nothing stored, no event.

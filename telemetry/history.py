@@ -6,15 +6,17 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, OperationalError, transaction
+from django.utils import timezone
 
 from fleet.pruning import PRUNE_BATCH, prune_older_than
 from fleet.schedules import ensure_schedule as ensure_named_schedule
 from fleet.schedules import schedules_table_exists
+from telemetry import latency, rollups
 from telemetry.models import Robot, RobotSession, TelemetrySample
 
 logger = logging.getLogger(__name__)
@@ -86,8 +88,9 @@ def write_db_batch(batch: DbBatch, seen_at: datetime) -> None:
             RobotSession.objects.filter(connection_id=connection_id).update(**fields)
         samples = [sample for sample in batch.samples if sample.robot_id in existing]
         if samples:
-            # A sample already stored (a backfill batch resent because its ack was lost) is skipped.
-            TelemetrySample.objects.bulk_create(samples, batch_size=500, ignore_conflicts=True)
+            # A sample already stored (a backfill batch resent because its ack was lost) is skipped,
+            # in the samples and in their rollups.
+            rollups.store_samples(samples)
         seen = sorted(batch.seen)
         for start in range(0, len(seen), 500):
             Robot.objects.filter(robot_id__in=seen[start : start + 500]).update(last_seen_at=seen_at)
@@ -123,8 +126,10 @@ class HistoryWriter:
             await self.task
 
     async def _write(self, batch: DbBatch) -> None:
+        started = time.perf_counter()
         try:
             await database_sync_to_async(write_db_batch)(batch, utc(time.time()))
+            latency.FLUSH_DURATION.labels("db").observe(time.perf_counter() - started)
         except OperationalError as exc:
             # The database is busy or away: keep the batch for the next write.
             logger.warning("telemetry history write failed (%s); retrying", exc)
@@ -143,8 +148,13 @@ class HistoryWriter:
 
 
 def prune_samples(now: datetime | None = None, batch_size: int = PRUNE_BATCH) -> int:
-    """Delete samples reported before now - TELEMETRY_RETENTION_DAYS; the daily job. Returns how many."""
-    return prune_older_than(TelemetrySample, "reported_at", settings.TELEMETRY_RETENTION_DAYS, now, batch_size)
+    """Delete samples (and their rollups) reported before now - TELEMETRY_RETENTION_DAYS; the daily job.
+
+    Returns how many samples.
+    """
+    deleted = prune_older_than(TelemetrySample, "reported_at", settings.TELEMETRY_RETENTION_DAYS, now, batch_size)
+    rollups.prune((now or timezone.now()) - timedelta(days=settings.TELEMETRY_RETENTION_DAYS))
+    return deleted
 
 
 def ensure_schedule(using: str = DEFAULT_DB_ALIAS, **kwargs) -> None:
