@@ -389,6 +389,118 @@ def events(bench: Bench) -> list[dict]:
     return _numbered(7, module.run(bench.quick))
 
 
+# --- 8. Alert evaluation ------------------------------------------------------------------------
+
+# Ten rules; the bench robots report cpu 45.2, memory 62.8, latency 12.5, battery 78, so the last
+# one holds for every robot: after it is raised, each flush evaluates all of them in Redis.
+TEN_RULES = [
+    ("bench_battery_low", "battery_percentage", "lt", 20.0),
+    ("bench_battery_critical", "battery_percentage", "le", 5.0),
+    ("bench_cpu_high", "cpu_usage", "gt", 90.0),
+    ("bench_cpu_pegged", "cpu_usage", "ge", 99.0),
+    ("bench_memory_high", "memory_usage", "gt", 95.0),
+    ("bench_latency_high", "network_latency_ms", "gt", 500.0),
+    ("bench_latency_extreme", "network_latency_ms", "ge", 2000.0),
+    ("bench_not_reporting", "reporting", "is_false", 0.0),
+    ("bench_cpu_idle", "cpu_usage", "lt", 1.0),
+    ("bench_memory_busy", "memory_usage", "gt", 60.0),
+]
+
+
+def _use_rules(enabled: bool) -> None:
+    from telemetry.models import Alert, AlertRule
+
+    AlertRule.objects.all().update(enabled=False)
+    Alert.objects.all().delete()
+    if enabled:
+        for name, metric, op, threshold in TEN_RULES:
+            fields = {"metric": metric, "op": op, "threshold": threshold, "for_seconds": 0, "enabled": True}
+            AlertRule.objects.update_or_create(name=name, defaults=fields)
+
+
+def _evaluation_ms(robots: int, rounds: int) -> float:
+    """Median CPU time of one flush's evaluation of `robots` changed robots against the ten rules, in this process.
+
+    CPU, not wall time: the evaluation's Redis round trip is awaited, and the loop serves sockets meanwhile.
+    """
+    import asyncio
+
+    from telemetry.alerts import AlertEvaluator, Rule
+
+    rules = [
+        Rule(1000 + i, name, metric, op, threshold, 0.0, None)
+        for i, (name, metric, op, threshold) in enumerate(TEN_RULES)
+    ]
+    values = {
+        f"bench-{n:05d}": {
+            "cpu_usage": 45.2,
+            "memory_usage": 62.8,
+            "network_latency_ms": 12.5,
+            "battery_percentage": 78.0,
+        }
+        for n in range(1, robots + 1)
+    }
+
+    async def measure() -> float:
+        evaluator = AlertEvaluator()
+        evaluator.set_rules(rules, time.monotonic())
+        await evaluator.evaluate(values, time.time())  # raises the holding rule: the steady state follows
+        timings = []
+        for _ in range(rounds):
+            started = time.process_time()
+            await evaluator.evaluate(values, time.time())
+            timings.append(time.process_time() - started)
+        return sorted(timings)[len(timings) // 2] * 1000
+
+    return asyncio.run(measure())
+
+
+def alerts(bench: Bench) -> list[dict]:
+    """Robot ingest (closed loop) with no alert rule, then with ten enabled: the throughput evaluation costs."""
+    robots = bench.robots(CLIENTS)
+    measured = {}
+    try:
+        for label, enabled in (("no rules", False), ("ten rules", True)):
+            _use_rules(enabled)
+            bench.reset_redis()
+            server = bench.fleet(bench.server_cpu)
+            try:
+                cpu_before, started = server.cpu_seconds(), time.monotonic()
+                load = bench.loadgen(_closed(f"ws://127.0.0.1:{server.port}", robots, bench), bench.client_cpu)
+                busy = (server.cpu_seconds() - cpu_before) / (time.monotonic() - started)
+            finally:
+                bench.stop(server)
+            # Frames per server CPU-second: on a shared machine the server rarely gets its whole core,
+            # and this is what its throughput would be if it did.
+            measured[label] = {**load, "per_cpu_s": load["frames_per_s"] / busy if busy else None}
+    finally:
+        _use_rules(False)
+    base, ten = measured["no rules"]["per_cpu_s"], measured["ten rules"]["per_cpu_s"]
+    # The same cost, measured directly: one flush's evaluation of every robot, and what it adds to each
+    # frame when a flush carries one frame per robot (the most evaluation per frame there can be).
+    bench.reset_redis()
+    flush_ms = _evaluation_ms(len(robots), 20 if bench.quick else 200)
+    per_frame_us = flush_ms * 1000 / len(robots)
+    cpu_per_frame_us = 1e6 / base if base else None
+    return [
+        {
+            "case": "9 alerts: ingest with ten rules enabled (one holding for every robot)",
+            "frames/s no rules": measured["no rules"]["frames_per_s"],
+            "frames/s ten rules": measured["ten rules"]["frames_per_s"],
+            "frames per server CPU-s no rules": round(base) if base else None,
+            "frames per server CPU-s ten rules": round(ten) if ten else None,
+            "ack p99 ms no rules": _ms(measured["no rules"]["p99_ms"]),
+            "ack p99 ms ten rules": _ms(measured["ten rules"]["p99_ms"]),
+            "ingest cost %": round(100 * (base - ten) / base, 1) if base and ten else None,
+            "evaluation CPU ms per flush of 100 robots": round(flush_ms, 3),
+            "evaluation CPU µs per frame": round(per_frame_us, 2),
+            "evaluation % of ingest CPU per frame": round(100 * per_frame_us / cpu_per_frame_us, 2)
+            if cpu_per_frame_us
+            else None,
+        }
+    ]
+
+
 def capacity(bench: Bench) -> list[dict]:
     from bench import capacity as module
 
@@ -403,6 +515,7 @@ CASES = {
     "scaleout": scaleout,
     "aggregation": aggregation,
     "events": events,
+    "alerts": alerts,
     # Alone: `make bench ARGS="--cases capacity"` (docs/scaling.md).
     "capacity": capacity,
 }

@@ -13,7 +13,7 @@ the mission stream while they run. At the end it checks, and writes to var/soak/
   must be 0), and the server's own count of accepted frames against the acks;
 - ack latency p50/p99 per time window;
 - RSS of daphne, qcluster (with its workers) and Redis at the start (after the fleet connected) and the end
-  (growth must stay under 10%);
+  (growth must stay under 10%), and per window: <timestamp>.png plots RSS and ack p99 over time;
 - the mission counters against the entries written, exactly (after one final aggregation run that takes the
   entries written since the last scheduled run).
 It exits non-zero when a check fails. SOAK_MINUTES sets the default duration.
@@ -78,6 +78,7 @@ class Window:
     p50: float | None
     p99: float | None
     connected: int
+    rss: dict[str, float]  # MiB per process at the window's end
 
 
 @dataclass
@@ -203,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
         if redis_server is not None:
             redis_server.stop()
         shutil.rmtree(workdir, ignore_errors=True)
-    report = render(result, args, duration, stamp, logs)
+    plotted = plot(result["windows"], args.out / f"{stamp}.png")
+    report = render(result, args, duration, stamp, logs, plotted)
     path = args.out / f"{stamp}.md"
     path.write_text(report)
     print(report)
@@ -271,6 +273,7 @@ def run(args: argparse.Namespace, stack: Stack, duration: float, window: float) 
                 p50=percentile(recent, 0.5),
                 p99=percentile(recent, 0.99),
                 connected=stats.connected,
+                rss=stack.rss(client),
             )
         )
         state.update({"from": len(stats.latencies_ms), "sent": totals["submitted"], "acked": totals["acked"]})
@@ -374,7 +377,36 @@ def fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f} ms"
 
 
-def render(result: dict, args: argparse.Namespace, duration: float, stamp: str, logs: Path) -> str:
+def plot(windows: list[dict], path: Path) -> Path | None:
+    """RSS of each process and ack p99 over time, side by side; None when there is nothing to plot."""
+    if not windows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    times = [w["at"] for w in windows]
+    figure, (memory, latency) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for name in ("daphne", "qcluster", "redis"):
+        memory.plot(times, [w["rss"][name] for w in windows], "o-", markersize=3, label=name)
+    latency.plot(times, [w["p99"] for w in windows], "o-", markersize=3, color="C3", label="ack p99")
+    latency.plot(times, [w["p50"] for w in windows], ":", color="grey", label="ack p50")
+    memory.set(xlabel="t (s)", ylabel="MiB", title="RSS")
+    latency.set(xlabel="t (s)", ylabel="ms", title="Ack latency per window")
+    for axes in (memory, latency):
+        axes.set_ylim(bottom=0)
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+def render(
+    result: dict, args: argparse.Namespace, duration: float, stamp: str, logs: Path, plotted: Path | None = None
+) -> str:
     s = result["summary"]
     lines = [
         f"# Soak {stamp}",
@@ -400,6 +432,7 @@ def render(result: dict, args: argparse.Namespace, duration: float, stamp: str, 
         "",
         "## Ack latency over time",
         "",
+        *([f"![RSS and ack p99 over time]({plotted.name})", ""] if plotted else []),
         "| t (s) | connected | frames submitted | acked | p50 | p99 |",
         "|---|---|---|---|---|---|",
         *(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from django.db.models import QuerySet
 from rest_framework import exceptions, serializers
 from rest_framework.pagination import LimitOffsetPagination
@@ -53,12 +55,18 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
     return response
 
 
-def since_until(queryset: QuerySet, field: str, query_params) -> QuerySet:
-    """Rows with `field` in [since, until), newest first. Both are ISO 8601 (naive is UTC) or Unix seconds."""
+def since_until_bounds(query_params) -> tuple[datetime | None, datetime | None]:
+    """`since` and `until` (either may be None), validated: ISO 8601 (naive is UTC) or Unix seconds, since < until."""
     since = _instant(query_params, "since")
     until = _instant(query_params, "until")
     if since and until and since >= until:
         raise exceptions.ValidationError("since must be earlier than until.", code=INVALID_QUERY)
+    return since, until
+
+
+def since_until(queryset: QuerySet, field: str, query_params) -> QuerySet:
+    """Rows with `field` in [since, until), newest first. Both are ISO 8601 (naive is UTC) or Unix seconds."""
+    since, until = since_until_bounds(query_params)
     if since:
         queryset = queryset.filter(**{f"{field}__gte": since})
     if until:

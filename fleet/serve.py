@@ -11,6 +11,8 @@ It differs from plain `daphne fleet.asgi:application` in seven ways:
   (GC_THRESHOLDS), which cuts GC pauses from the tail;
 - daphne's periodic timeout and keep-alive check is spread out instead of visiting every
   connection at once;
+- the telemetry process loop runs from the start, robots connected or not, so the fleet-wide
+  alert rules (`not_reporting`) are evaluated even when every robot has gone;
 - the per-frame path is leaner (fleet.daphne_protocol): sends go straight to the socket when
   nothing is queued, debug-log arguments are not built while debug is off, and client frames are
   unmasked by wsaccel; the reactor dispatches socket events without building a log context.
@@ -91,6 +93,9 @@ class FleetServer(Server):
         gc.collect()
         gc.freeze()
         gc.set_threshold(*GC_THRESHOLDS)
+        # Once the reactor (and its asyncio loop) runs: the fleet-wide alert rules need a loop
+        # in every server process, robots connected or not.
+        reactor.callLater(0, _run_resident)
 
     def kill_all_applications(self):
         hooks = defer.Deferred.fromFuture(asyncio.ensure_future(_shut_down_gracefully()))
@@ -113,6 +118,12 @@ def dispatch_socket_event(selectable, method, *args):
         raise
     except BaseException:
         twisted_log.err()
+
+
+def _run_resident() -> None:
+    from telemetry.connections import run_resident
+
+    run_resident()
 
 
 async def _shut_down_gracefully() -> None:

@@ -367,11 +367,20 @@ if not DEBUG:
 # No SECURE_PROXY_SSL_HEADER: fleet.proxies sets the request's scheme from X-Forwarded-Proto, and
 # only when a trusted proxy sent it; Django's setting would believe anyone who sends the header.
 
+DJANGO_LOG_FORMAT = os.environ.get("DJANGO_LOG_FORMAT", "plain").strip().lower()
+if DJANGO_LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured(f"DJANGO_LOG_FORMAT must be plain or json; got {DJANGO_LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"connection": {"()": "fleet.logs.ContextFilter"}},
+    "formatters": {
+        "plain": {"()": "fleet.logs.PlainFormatter", "format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "fleet.logs.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": DJANGO_LOG_FORMAT, "filters": ["connection"]}
+    },
     "root": {"handlers": ["console"], "level": os.environ.get("DJANGO_LOG_LEVEL", "INFO")},
     "loggers": {
         # daphne logs every request at INFO through these; keep them quiet unless asked.
@@ -435,9 +444,13 @@ TELEMETRY_AUTH_RECHECK_INTERVAL = envfloat("TELEMETRY_AUTH_RECHECK_INTERVAL", "3
 # process reports the same numbers.
 METRICS_COLLECTORS = [
     "metrics.prometheus.CounterCollector",
+    "metrics.prometheus.JobRunsCollector",
     "fleet.events.prometheus.EventsCollector",
     "fleet.build.BuildInfoCollector",
     "telemetry.prometheus.FleetCollector",
+    "telemetry.prometheus.AlertCollector",
     "telemetry.prometheus.FanoutCollector",
     "telemetry.refusals.RefusalCollector",
+    # Per process, not fleet-wide: see telemetry/latency.py.
+    "telemetry.latency.LatencyCollector",
 ]

@@ -4,7 +4,7 @@ from django.contrib import admin
 from django.core.paginator import Paginator
 from django.db.models import Prefetch
 
-from metrics.charts import MAX_POINTS, history_chart_svg, sparkline_svg
+from metrics.charts import MAX_POINTS, history_chart_svg, increases, sparkline_svg
 from metrics.models import Counter, CounterSnapshot, StreamCursor, format_labels
 
 TREND_POINTS = 30
@@ -61,14 +61,19 @@ class CounterAdmin(ViewOnlyAdmin):
         extra_context = extra_context or {}
         if counter is not None:
             history = CounterSnapshot.objects.filter(counter=counter)
-            newest = list(history.order_by("-taken_at", "-id").values_list("taken_at", "value", "note")[:MAX_POINTS])
+            increase = request.GET.get("chart") == "increase"
+            # The increase of the oldest charted snapshot needs the one before it.
+            wanted = MAX_POINTS + 1 if increase else MAX_POINTS
+            newest = list(history.order_by("-taken_at", "-id").values_list("taken_at", "value", "note")[:wanted])
+            charted = increases(newest[::-1]) if increase else newest[::-1]
             page = Paginator(history.order_by("-taken_at", "-id"), SNAPSHOTS_PER_PAGE).get_page(
                 request.GET.get("snapshots_page")
             )
             extra_context.update(
-                history_chart=history_chart_svg(newest[::-1]),
+                history_chart=history_chart_svg(charted),
                 history_total=page.paginator.count,
-                history_charted=len(newest),
+                history_charted=len(charted),
+                chart_increase=increase,
                 snapshots_page=page,
             )
         return super().change_view(request, object_id, form_url, extra_context)

@@ -42,6 +42,14 @@ def downsample(points: Sequence, limit: int = MAX_POINTS) -> list:
     return [*sampled, points[-1]]
 
 
+def increases(points: Sequence[tuple[datetime, int, str]]) -> list[tuple[datetime, int, str]]:
+    """Each snapshot's increase over the one before it (the first point has none), oldest first."""
+    return [
+        (moment, value - previous[1], note)
+        for previous, (moment, value, note) in zip(points[:-1], points[1:], strict=True)
+    ]
+
+
 def history_chart_svg(points: Sequence[tuple[datetime, int, str]], width: int = 860, height: int = 260) -> SafeString:
     """A time chart of (taken_at, value, gap note) points, oldest first; gaps are marked in red."""
     if not points:

@@ -59,6 +59,25 @@ class StreamCursor(models.Model):
         return f"{self.stream} @ {self.last_id}"
 
 
+class JobRuns(models.Model):
+    """How often a scheduled job has run, by result, and how long its latest run took (read by /metrics).
+
+    The jobs run in qcluster, which no scrape reaches, so their figures live here.
+    """
+
+    job_id = models.CharField(max_length=100, unique=True)
+    completed = models.BigIntegerField(default=0)
+    failed = models.BigIntegerField(default=0)
+    last_duration_seconds = models.FloatField(null=True, blank=True)
+    last_finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "job runs"
+
+    def __str__(self) -> str:
+        return self.job_id
+
+
 def format_labels(labels: dict) -> str:
     if not labels:
         return ""

@@ -8,11 +8,12 @@ from functools import cache
 from django.conf import settings
 from django.utils.module_loading import import_string
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.samples import Sample
 
+from metrics.aggregation import JOB_ID as AGGREGATION_JOB_ID
 from metrics.counters import MISSION_ENTRIES_INVALID, MISSION_ENTRIES_LOST, MISSION_STATUS
-from metrics.models import Counter
+from metrics.models import Counter, JobRuns
 
 # Exposed even before their first increment, so alerts can be written against them from day one.
 KNOWN_COUNTERS = {
@@ -42,6 +43,26 @@ class CounterCollector:
             if not families[name].samples:
                 families[name].samples.append(Sample(name, {}, 0))
         yield from families.values()
+
+
+class JobRunsCollector:
+    """metrics_aggregation_runs_total{result} and metrics_aggregation_last_duration_seconds, from the database."""
+
+    def collect(self) -> Iterator[Metric]:
+        row = JobRuns.objects.filter(job_id=AGGREGATION_JOB_ID).values("completed", "failed", "last_duration_seconds")
+        row = row.first() or {"completed": 0, "failed": 0, "last_duration_seconds": None}
+        runs = CounterMetricFamily(
+            "metrics_aggregation_runs", "Mission aggregation runs (in qcluster), by result.", labels=["result"]
+        )
+        for result in ("completed", "failed"):
+            runs.add_metric([result], row[result])
+        yield runs
+        if row["last_duration_seconds"] is not None:
+            yield GaugeMetricFamily(
+                "metrics_aggregation_last_duration_seconds",
+                "How long the latest mission aggregation run took.",
+                value=row["last_duration_seconds"],
+            )
 
 
 @cache

@@ -1,4 +1,7 @@
-"""Admin for robots (provision, rotate, revoke), their sessions and history; live state is read-only, from Redis."""
+"""Admin for robots (provision, rotate, revoke), their sessions and history, and alert rules and alerts.
+
+Live state is read-only, from Redis.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ from django.utils.html import format_html
 
 from telemetry import presence, robots
 from telemetry.frames import METRICS
-from telemetry.models import Robot, RobotSession, TelemetrySample
+from telemetry.models import Alert, AlertRule, Robot, RobotSession, TelemetrySample
 
 logger = logging.getLogger(__name__)
 
@@ -177,4 +180,32 @@ class RobotSessionAdmin(ReadOnlyAdmin):
 class TelemetrySampleAdmin(ReadOnlyAdmin):
     list_display = ["robot", "reported_at", "seq", *METRICS]
     list_select_related = ["robot"]
+    search_fields = ["robot__robot_id"]
+
+
+@admin.register(AlertRule)
+class AlertRuleAdmin(admin.ModelAdmin):
+    list_display = ["name", "metric", "op", "threshold", "for_seconds", "clear_threshold", "enabled"]
+    list_editable = ["enabled"]
+    list_filter = ["enabled", "metric"]
+
+
+class ActiveFilter(admin.SimpleListFilter):
+    title = "state"
+    parameter_name = "active"
+
+    def lookups(self, request: HttpRequest, model_admin) -> list[tuple[str, str]]:
+        return [("true", "active"), ("false", "cleared")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if self.value() in ("true", "false"):
+            return queryset.filter(cleared_at__isnull=self.value() == "true")
+        return queryset
+
+
+@admin.register(Alert)
+class AlertAdmin(ReadOnlyAdmin):
+    list_display = ["rule", "robot", "raised_at", "cleared_at", "value", "peak"]
+    list_filter = [ActiveFilter, "rule"]
+    list_select_related = ["rule", "robot"]
     search_fields = ["robot__robot_id"]

@@ -1,6 +1,9 @@
 """This process's live robot connections, and the one loop that flushes, writes history and sweeps for them.
 
 The loop calls the ingest buffer, the flusher, the history writer and presence; it keeps none of their state.
+After each flush it evaluates the alert rules over the robots that flush wrote, and on the slow tick
+the rest of them (telemetry.alerting). In a server process the loop runs from start-up on
+(`run_resident`), robots connected or not, for the fleet-wide rules.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from django.conf import settings
 from fleet import shutdown
 from fleet.loops import per_loop
 from telemetry import presence
+from telemetry.alerting import AlertLoop
 from telemetry.flusher import Flusher
 from telemetry.history import HistoryWriter
 from telemetry.ingest import IngestBuffer
@@ -57,6 +61,10 @@ class Registry:
         # Set on shutdown: sockets that still arrive are closed with 1001 at once.
         self.closing = False
         self.background: set[asyncio.Task] = set()
+        self.alerts = AlertLoop()
+        # Set in a server process (fleet.serve): the loop runs even with no robot connected, so the
+        # fleet-wide `reporting` rules are evaluated when every robot has gone.
+        self.resident = False
 
     def add(self, connection: LiveConnection) -> None:
         self.connections[connection.connection_id] = connection
@@ -89,17 +97,22 @@ class Registry:
                 now = loop.time()
                 if self.buffer.urgent():
                     self._write_history(now)
-                await self.flusher.flush(self.buffer)
+                written = await self.flusher.flush(self.buffer)
+                if written and self.alerts.enabled:
+                    await self.alerts.after_flush({robot_id: frame.metrics for robot_id, frame in written.items()})
                 if now >= next_slow:
                     # After the flush, so the sweep's round trip never delays the frames' fan-out.
                     next_slow = now + self._slow_tick()
                     self._maintain(now)
-                    await self._sweep()
+                    if self.connections or not self.buffer.idle():
+                        # A resident loop with nothing of its own leaves presence alone, as before.
+                        await self._sweep()
+                    await self.alerts.tick(self._latest_metrics)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 logger.exception("telemetry process loop tick failed")
-            if not self.connections and self.buffer.idle() and self.history.idle():
+            if not self.connections and self.buffer.idle() and self.history.idle() and not self.resident:
                 return
 
     def _write_history(self, now: float) -> None:
@@ -112,6 +125,10 @@ class Registry:
             self.buffer.announce(await presence.asweep())
         except (redis.RedisError, OSError):
             pass  # The flush that follows reports the outage; the next sweep catches up.
+
+    def _latest_metrics(self, robot_id: str) -> dict[str, float] | None:
+        frame = self.buffer.latest.get(robot_id)
+        return None if frame is None else frame.metrics
 
     @staticmethod
     def _slow_tick() -> float:
@@ -145,6 +162,7 @@ class Registry:
         task = self.history.start(self.buffer.take_db(), asyncio.get_running_loop().time())
         if task is not None:
             await task
+        await self.alerts.drain()
 
     async def close_all(self, reason: str = "server_shutdown") -> None:
         self.closing = True
@@ -174,6 +192,13 @@ class Registry:
 
 # The registry of the running event loop.
 get_registry = per_loop(Registry)
+
+
+def run_resident() -> None:
+    """Keep this process's loop running from now on (a server process, for the fleet-wide alert rules)."""
+    registry = get_registry()
+    registry.resident = True
+    registry.ensure_running()
 
 
 async def close_all() -> None:

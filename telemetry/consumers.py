@@ -19,7 +19,8 @@ from channels.consumer import AsyncConsumer
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from telemetry import frame_rate, frames, presence, refusals
+from fleet.logs import bind_connection
+from telemetry import frame_rate, frames, latency, presence, refusals
 from telemetry.closes import CLOSE_CODES
 from telemetry.connections import get_registry
 from telemetry.frame_rate import FrameRate
@@ -92,6 +93,7 @@ class RobotConsumer(RobotGroupMember, AsyncConsumer):
         self.token_hash = credential.token_hash
         self.connected_at = time.time()
         self.connection_id = new_connection_id(robot_id, self.connected_at)
+        bind_connection(robot_id, self.connection_id)
         self.buffer = self.registry.buffer
         loop_now = asyncio.get_running_loop().time()
         self.last_message_at = loop_now
@@ -123,6 +125,8 @@ class RobotConsumer(RobotGroupMember, AsyncConsumer):
             return False
 
         await self.base_send({"type": "websocket.accept", "subprotocol": self.subprotocol})
+        latency.HANDSHAKE.observe(time.perf_counter() - self.scope.get("handshake_started", time.perf_counter()))
+        logger.info("robot %s connected", robot_id)
         self.buffer.open(robot_id, self.robot_pk, self.connection_id, self.connected_at, leased=True)
         connection_established.send(
             sender=RobotConsumer,
@@ -148,6 +152,7 @@ class RobotConsumer(RobotGroupMember, AsyncConsumer):
     # --- frames -----------------------------------------------------------------------------------
 
     async def _on_text(self, text: str) -> None:
+        received = time.perf_counter()
         now_loop = asyncio.get_running_loop().time()
         self.last_message_at = now_loop
         if len(text) > self.safe_chars and len(text.encode()) > self.max_bytes:
@@ -172,6 +177,8 @@ class RobotConsumer(RobotGroupMember, AsyncConsumer):
             await self.base_send(
                 {"type": "websocket.send", "text": f'{{"type":"ack","seq":{"null" if seq is None else seq}}}'}
             )
+            if self.frames_accepted % latency.ACK_SAMPLE == 0:
+                latency.ACK_LATENCY.observe(time.perf_counter() - received)
         elif frame is PING:
             self.invalid_streak = 0
             await self._send({"type": "pong", "ts": now})
@@ -277,6 +284,17 @@ class RobotConsumer(RobotGroupMember, AsyncConsumer):
         # A replaced robot is still connected, through its newer socket: the buffer knows.
         self.buffer.close(self.robot_id, self.connection_id, session, self.leased)
         registry.ensure_running()
+        # With `extra`: a close decided by the process loop runs outside this socket's task.
+        logger.info(
+            "robot %s closed: %s (code %s) after %.1f s; %d frames accepted, %d rejected",
+            self.robot_id,
+            reason,
+            code,
+            now - self.connected_at,
+            self.frames_accepted,
+            self.frames_rejected,
+            extra={"robot_id": self.robot_id, "connection_id": self.connection_id},
+        )
         connection_closed.send(
             sender=RobotConsumer,
             robot_id=self.robot_id,

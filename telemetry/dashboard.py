@@ -19,7 +19,7 @@ from fleet import fanout
 from fleet.redis import get_async_client
 from telemetry import latest, presence
 from telemetry.frames import METRICS
-from telemetry.models import Robot
+from telemetry.models import Alert, Robot
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +37,17 @@ def _staff_user_for_token(key: str):
     if token is None or not token.user.is_active or not token.user.is_staff:
         return None
     return token.user
+
+
+def _active_alerts() -> list[dict]:
+    """Active alerts as `alert` messages show them (timestamp: when raised)."""
+    rows = Alert.objects.filter(cleared_at=None).order_by("raised_at", "id")
+    fields = ("rule__name", "robot__robot_id", "rule__metric", "value", "rule__threshold", "raised_at")
+    return [
+        {"rule": rule, "robot_id": robot_id, "metric": metric, "value": value, "threshold": threshold,
+         "timestamp": raised_at.timestamp()}
+        for rule, robot_id, metric, value, threshold, raised_at in rows.values_list(*fields)
+    ]  # fmt: skip
 
 
 @database_sync_to_async
@@ -62,7 +73,7 @@ def build_snapshot() -> dict:
                 "metrics": {name: value[name] for name in METRICS} if value else None,
             }
         )
-    return {"type": "snapshot", "robots": robots}
+    return {"type": "snapshot", "robots": robots, "alerts": _active_alerts()}
 
 
 class DashboardConsumer(AsyncJsonWebsocketConsumer):
@@ -79,6 +90,7 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
         self.pending_frames: dict[str, dict] = {}
         self.pending_presence: dict[str, dict] = {}
         self.pending_counters: list | None = None
+        self.pending_alerts: list[dict] = []  # never coalesced: each raise and clear is shown
         self.coalesced = 0
         self.sync_sent = 0
         self.sync_acked = 0
@@ -112,6 +124,10 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
             self.pending_presence[robot["robot_id"]] = robot
         await self._send_if_caught_up()
 
+    async def fleet_alerts(self, event: dict) -> None:
+        self.pending_alerts += event["alerts"]
+        await self._send_if_caught_up()
+
     async def counters_update(self, event: dict) -> None:
         self.pending_counters = event["counters"]
         await self._send_if_caught_up()
@@ -134,17 +150,22 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
                 return
 
     async def _send_pending(self) -> None:
-        if not (self.pending_frames or self.pending_presence or self.pending_counters is not None):
+        if not (
+            self.pending_frames or self.pending_presence or self.pending_counters is not None or self.pending_alerts
+        ):
             return
         frames, self.pending_frames = self.pending_frames, {}
         states, self.pending_presence = self.pending_presence, {}
         counters, self.pending_counters = self.pending_counters, None
+        alert_messages, self.pending_alerts = self.pending_alerts, []
         for robot in states.values():
             await self.send_json({"type": "presence", **robot})
         for frame in frames.values():
             await self.send_json({"type": "telemetry", **frame})
         if counters is not None:
             await self.send_json({"type": "counters", "counters": counters})
+        for alert in alert_messages:
+            await self.send_json(alert)
         self.sync_sent += 1
         if self.waiting_since is None:
             self.waiting_since = time.monotonic()

@@ -7,6 +7,7 @@ process has not seen the robot lately. Every refusal (HTTP 403) is counted as ba
 from __future__ import annotations
 
 import logging
+import time
 from urllib.parse import parse_qs
 
 from telemetry import refusals
@@ -35,6 +36,7 @@ class RobotTokenMiddleware:
         self.inner = inner
 
     async def __call__(self, scope, receive, send) -> None:
+        started = time.perf_counter()  # telemetry_handshake_duration_seconds counts the token check too
         robot_id = scope["url_route"]["kwargs"]["robot_id"]
         robot = None
         try:
@@ -45,7 +47,8 @@ class RobotTokenMiddleware:
             if is_valid_robot_id(robot_id):
                 robot = await get_cache().authenticate(robot_id, handshake_token(scope))
         if robot is not None:
-            return await self.inner({**scope, "robot": robot, "robot_subprotocol": subprotocol}, receive, send)
+            scope = {**scope, "robot": robot, "robot_subprotocol": subprotocol, "handshake_started": started}
+            return await self.inner(scope, receive, send)
         refusals.count(refusals.BAD_CREDENTIALS)
         message = await receive()
         if message["type"] == "websocket.connect":

@@ -23,7 +23,7 @@ from fleet.pruning import PRUNE_BATCH, prune_older_than
 from fleet.rows import insert_rows
 from fleet.schedules import ensure_schedule as ensure_named_schedule
 from fleet.schedules import schedules_table_exists
-from telemetry import presence
+from telemetry import latency, presence, rollups
 from telemetry.models import Robot, RobotSession, TelemetrySample
 
 logger = logging.getLogger(__name__)
@@ -100,7 +100,8 @@ def write_db_batch(batch: DbBatch, seen_at: datetime) -> set[int]:
             RobotSession.objects.filter(connection_id=connection_id).update(**fields)
         # A sample already stored (a backfill batch resent because its ack was lost) is ignored, not skipped.
         samples = [sample for sample in batch.samples if sample.robot_id in existing]
-        skipped = insert_rows(TelemetrySample, samples, ignore_conflicts=True)
+        # Stored with their rollups; a sample already stored is ignored there, a sample that fails is skipped.
+        skipped = insert_rows(TelemetrySample, samples, insert=rollups.store_samples)
         seen = sorted(batch.seen)
         for start in range(0, len(seen), 500):
             Robot.objects.filter(robot_id__in=seen[start : start + 500]).update(last_seen_at=seen_at)
@@ -137,8 +138,10 @@ class HistoryWriter:
             await self.task
 
     async def _write(self, batch: DbBatch) -> None:
+        started = time.perf_counter()
         try:
             skipped = await database_sync_to_async(write_db_batch)(batch, utc(time.time()))
+            latency.FLUSH_DURATION.labels("db").observe(time.perf_counter() - started)
         except OperationalError as exc:
             # The database is busy or away: keep the batch for the next write.
             logger.warning("telemetry history write failed (%s); retrying", exc)
@@ -162,8 +165,13 @@ class HistoryWriter:
 
 
 def prune_samples(now: datetime | None = None, batch_size: int = PRUNE_BATCH) -> int:
-    """Delete samples reported before now - TELEMETRY_RETENTION_DAYS; the daily job. Returns how many."""
-    return prune_older_than(TelemetrySample, "reported_at", settings.TELEMETRY_RETENTION_DAYS, now, batch_size)
+    """Delete samples (and their rollups) reported before now - TELEMETRY_RETENTION_DAYS; the daily job.
+
+    Returns how many samples.
+    """
+    deleted = prune_older_than(TelemetrySample, "reported_at", settings.TELEMETRY_RETENTION_DAYS, now, batch_size)
+    rollups.prune((now or timezone.now()) - timedelta(days=settings.TELEMETRY_RETENTION_DAYS))
+    return deleted
 
 
 def prune_sessions(now: datetime | None = None, batch_size: int = PRUNE_BATCH) -> int:

@@ -24,6 +24,7 @@ class Changes:
     refresh: list[tuple[str, str]] = field(default_factory=list)  # (connection_id, robot_id) leases
     release: list[tuple[str, str]] = field(default_factory=list)
     presence: list[str] = field(default_factory=list)  # robots whose presence may have changed
+    since: float | None = None  # server time of the oldest of `frames`: the fan-out lag counts from it
 
     def writes(self) -> bool:
         return bool(self.frames or self.seen or self.accepted or self.rejected or self.refresh or self.release)
@@ -35,6 +36,7 @@ class IngestBuffer:
     def __init__(self) -> None:
         self.latest: dict[str, Telemetry] = {}
         self.changed: set[str] = set()
+        self.changed_since: float | None = None  # server time of the oldest frame among `changed`
         self.seen: dict[str, float] = {}
         # Robots this process saw reporting, with their last frame's server time (for stale transitions).
         self.reporting: dict[str, float] = {}
@@ -66,6 +68,8 @@ class IngestBuffer:
         current = self.latest.get(robot_id)
         if current is None or frame.reported_at >= current.reported_at:
             self.latest[robot_id] = frame
+            if not self.changed:
+                self.changed_since = now
             self.changed.add(robot_id)
         self.seen[robot_id] = now
         last = self.reporting.get(robot_id)
@@ -154,14 +158,17 @@ class IngestBuffer:
             refresh=[lease for lease in dict.fromkeys(self.refreshes) if lease[0] not in released],
             release=self.releases,
             presence=sorted(self.presence_changed),
+            since=self.changed_since,
         )
-        self.changed, self.seen, self.accepted, self.rejected = set(), {}, 0, 0
+        self.changed, self.changed_since, self.seen, self.accepted, self.rejected = set(), None, {}, 0, 0
         self.refreshes, self.releases, self.presence_changed = [], [], set()
         return changes
 
     def give_back(self, changes: Changes) -> None:
         """Redis did not take `changes`: keep them for the next flush, so nothing counted is lost."""
         self.changed.update(changes.frames)
+        if changes.since is not None:  # older than any frame taken meanwhile
+            self.changed_since = changes.since
         for robot_id, at in changes.seen.items():
             self.seen[robot_id] = max(at, self.seen.get(robot_id, 0.0))
         self.accepted += changes.accepted

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from django.core.validators import RegexValidator
+from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 
 ROBOT_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
@@ -67,3 +68,105 @@ class TelemetrySample(models.Model):
 
     def __str__(self) -> str:
         return f"{self.robot} @ {self.reported_at:%Y-%m-%d %H:%M:%S}"
+
+
+METRIC_CHOICES = [
+    ("battery_percentage", "battery_percentage"),
+    ("cpu_usage", "cpu_usage"),
+    ("memory_usage", "memory_usage"),
+    ("network_latency_ms", "network_latency_ms"),
+    ("reporting", "reporting"),
+]
+OP_CHOICES = [("lt", "<"), ("le", "≤"), ("gt", ">"), ("ge", "≥"), ("is_false", "is false")]
+
+
+class TelemetryRollup(models.Model):
+    """Five minutes of one robot's samples, summarised (telemetry.rollups): long ranges read 1/30 of the rows."""
+
+    robot = models.ForeignKey(Robot, on_delete=models.CASCADE, related_name="rollups")
+    start = models.DateTimeField()
+    count = models.PositiveIntegerField()
+    cpu_usage_min = models.FloatField()
+    cpu_usage_max = models.FloatField()
+    cpu_usage_sum = models.FloatField()
+    memory_usage_min = models.FloatField()
+    memory_usage_max = models.FloatField()
+    memory_usage_sum = models.FloatField()
+    network_latency_ms_min = models.FloatField()
+    network_latency_ms_max = models.FloatField()
+    network_latency_ms_sum = models.FloatField()
+    battery_percentage_min = models.FloatField()
+    battery_percentage_max = models.FloatField()
+    battery_percentage_sum = models.FloatField()
+
+    class Meta:
+        ordering = ["robot", "start"]
+        constraints = [models.UniqueConstraint(fields=["robot", "start"], name="telemetry_rollup_robot_start")]
+        indexes = [models.Index(fields=["start"], name="telemetry_rollup_start")]  # retention prunes by age
+
+    def __str__(self) -> str:
+        return f"{self.robot} @ {self.start:%Y-%m-%d %H:%M}"
+
+
+class AlertRule(models.Model):
+    """A threshold on one metric (or on `reporting`) that must hold for `for_seconds` to raise an alert."""
+
+    name = models.SlugField(max_length=64, unique=True)
+    metric = models.CharField(max_length=32, choices=METRIC_CHOICES)
+    op = models.CharField(max_length=8, choices=OP_CHOICES)
+    threshold = models.FloatField(default=0.0, help_text="Ignored by `is_false`.")
+    for_seconds = models.FloatField(default=0.0, validators=[MinValueValidator(0.0)])
+    clear_threshold = models.FloatField(
+        null=True,
+        blank=True,
+        help_text="Hysteresis: once raised, an alert clears only past this value (lt 20, clear 25).",
+    )
+    enabled = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        errors = rule_errors(self.metric, self.op, self.threshold, self.clear_threshold)
+        if errors:
+            raise ValidationError(errors)
+
+
+def rule_errors(metric: str, op: str, threshold: float, clear_threshold: float | None) -> dict[str, str]:
+    """Why a rule's fields don't fit together; empty when they do (shared by the admin form and the API)."""
+    if (metric == "reporting") != (op == "is_false"):
+        return {"op": "`reporting` takes `is_false`, and `is_false` only applies to `reporting`."}
+    if clear_threshold is None or op == "is_false":
+        return {}
+    # The clear level must lie on the healthy side of the threshold, or the alert could never clear.
+    if op in ("lt", "le") and clear_threshold < threshold:
+        return {"clear_threshold": f"must be at least the threshold ({threshold}) for `{op}`."}
+    if op in ("gt", "ge") and clear_threshold > threshold:
+        return {"clear_threshold": f"must be at most the threshold ({threshold}) for `{op}`."}
+    return {}
+
+
+class Alert(models.Model):
+    """One raise of a rule for a robot, and its clear. At most one is active per rule and robot."""
+
+    rule = models.ForeignKey(AlertRule, on_delete=models.CASCADE, related_name="alerts")
+    robot = models.ForeignKey(Robot, on_delete=models.CASCADE, related_name="alerts")
+    raised_at = models.DateTimeField()
+    cleared_at = models.DateTimeField(null=True, blank=True)
+    value = models.FloatField(help_text="The value when the alert was raised.")
+    peak = models.FloatField(help_text="The worst value while the alert was pending or active (kept at clear).")
+
+    class Meta:
+        ordering = ["-raised_at", "-id"]
+        indexes = [models.Index(fields=["robot", "-raised_at"]), models.Index(fields=["-raised_at"])]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["rule", "robot"], condition=models.Q(cleared_at__isnull=True), name="telemetry_one_active_alert"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.rule} on {self.robot} @ {self.raised_at:%Y-%m-%d %H:%M:%S}"

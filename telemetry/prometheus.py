@@ -1,4 +1,4 @@
-"""Prometheus collectors of the robot fleet, read from Redis at scrape time (fleet-wide, every process summed)."""
+"""Prometheus collectors of the fleet, read at scrape time (fleet-wide): presence from Redis, alerts from the DB."""
 
 from __future__ import annotations
 
@@ -6,11 +6,13 @@ import logging
 from collections.abc import Iterator
 
 import redis
+from django.db.models import Count, Q
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from fleet.redis import get_client
 from telemetry.dashboard import COALESCED_KEY
 from telemetry.flusher import frame_totals
+from telemetry.models import AlertRule
 from telemetry.presence import fleet_counts
 
 logger = logging.getLogger(__name__)
@@ -44,6 +46,17 @@ class FleetCollector:
         )
         for result in ("accepted", "rejected"):
             family.add_metric([result], frames[result])
+        yield family
+
+
+class AlertCollector:
+    def collect(self) -> Iterator[Metric]:
+        """fleet_alerts_active{rule}: every enabled rule, and any other rule that still has active alerts."""
+        family = GaugeMetricFamily("fleet_alerts_active", "Active alerts, by rule.", labels=["rule"])
+        rules = AlertRule.objects.annotate(active=Count("alerts", filter=Q(alerts__cleared_at=None))).order_by("name")
+        for name, enabled, active in rules.values_list("name", "enabled", "active"):
+            if enabled or active:
+                family.add_metric([name], active)
         yield family
 
 

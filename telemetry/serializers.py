@@ -5,7 +5,7 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from telemetry.frames import METRICS
-from telemetry.models import Robot, TelemetrySample
+from telemetry.models import Alert, AlertRule, Robot, TelemetrySample, rule_errors
 
 
 class InfoSerializer(serializers.Serializer):
@@ -63,3 +63,64 @@ class TelemetrySampleSerializer(serializers.ModelSerializer):
     class Meta:
         model = TelemetrySample
         fields = ["reported_at", "seq", *METRICS]
+
+
+class AlertRuleSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = AlertRule
+        fields = ["id", "name", "metric", "op", "threshold", "for_seconds", "clear_threshold", "enabled"]
+
+    def validate(self, attrs: dict) -> dict:
+        merged = {field: getattr(self.instance, field, None) for field in ("metric", "op", "threshold")}
+        merged["clear_threshold"] = getattr(self.instance, "clear_threshold", None)
+        merged.update(attrs)
+        errors = rule_errors(merged["metric"], merged["op"], merged["threshold"] or 0.0, merged["clear_threshold"])
+        if errors:
+            raise serializers.ValidationError(errors)
+        return attrs
+
+
+class AlertSerializer(serializers.ModelSerializer):
+    rule = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    robot_id = serializers.CharField(source="robot.robot_id", read_only=True)
+    metric = serializers.CharField(source="rule.metric", read_only=True)
+    threshold = serializers.FloatField(source="rule.threshold", read_only=True)
+    active = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Alert
+        fields = ["id", "rule", "robot_id", "metric", "threshold", "active", "raised_at", "cleared_at", "value", "peak"]
+
+    def get_active(self, alert: Alert) -> bool:
+        return alert.cleared_at is None
+
+
+class MinAvgMaxSerializer(serializers.Serializer):
+    min = serializers.FloatField()
+    avg = serializers.FloatField()
+    max = serializers.FloatField()
+
+
+class BucketSerializer(serializers.Serializer):
+    start = serializers.DateTimeField(help_text="The bucket's start; buckets are aligned to multiples of their size.")
+    count = serializers.IntegerField(help_text="Samples in the bucket (empty buckets are left out).")
+    cpu_usage = MinAvgMaxSerializer()
+    memory_usage = MinAvgMaxSerializer()
+    network_latency_ms = MinAvgMaxSerializer()
+    battery_percentage = MinAvgMaxSerializer()
+
+
+class BucketedHistorySerializer(serializers.Serializer):
+    bucket = serializers.IntegerField(help_text="Bucket size in seconds.")
+    since = serializers.DateTimeField()
+    until = serializers.DateTimeField()
+    results = BucketSerializer(many=True, help_text="Oldest first.")
+
+
+class PaginatedSamplesSerializer(serializers.Serializer):
+    """The history without `bucket` (for the schema: the view answers with its paginator)."""
+
+    count = serializers.IntegerField()
+    next = serializers.URLField(allow_null=True)
+    previous = serializers.URLField(allow_null=True)
+    results = TelemetrySampleSerializer(many=True)

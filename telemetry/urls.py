@@ -1,8 +1,12 @@
 from __future__ import annotations
 
 from django.urls import path
+from rest_framework.routers import SimpleRouter
 
-from telemetry import protocol, views
+from telemetry import alert_views, protocol, views
+
+router = SimpleRouter()
+router.register("api/telemetry/alert-rules", alert_views.AlertRuleViewSet, basename="alert-rule")
 
 # `str`, not a stricter pattern: a malformed robot_id still gets the API's JSON 404, not Django's HTML one.
 urlpatterns = [
@@ -13,4 +17,6 @@ urlpatterns = [
     path("api/telemetry/robots/<str:robot_id>/history/", views.RobotHistoryView.as_view(), name="robot-history"),
     path("api/telemetry/protocol/v1/", protocol.schema_index, name="protocol-index"),
     path("api/telemetry/protocol/v1/<str:name>.json", protocol.schema_file, name="protocol-schema"),
+    path("api/telemetry/alerts/", alert_views.AlertListView.as_view(), name="alert-list"),
+    *router.urls,
 ]

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 
 import redis
 from django.conf import settings
 from django.contrib.admin.views.decorators import staff_member_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, PolymorphicProxySerializer, extend_schema
 from rest_framework import exceptions, generics, status
+from rest_framework.fields import DateTimeField
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -18,14 +21,16 @@ from rest_framework.throttling import AnonRateThrottle
 from rest_framework.views import APIView
 
 import fleet
-from fleet.api import since_until
+from fleet.api import INVALID_QUERY, since_until, since_until_bounds
 from fleet.openapi import SINCE_UNTIL, error
-from telemetry import latest, presence, publishing
+from telemetry import buckets, latest, presence, publishing
 from telemetry.frames import METRICS
 from telemetry.models import Robot, TelemetrySample
 from telemetry.robots import is_valid_robot_id
 from telemetry.serializers import (
+    BucketedHistorySerializer,
     InfoSerializer,
+    PaginatedSamplesSerializer,
     RobotMetricsSerializer,
     RobotSerializer,
     TelemetrySampleSerializer,
@@ -168,22 +173,82 @@ class RobotMetricsView(APIView):
         )
 
 
+class TooManyBuckets(exceptions.APIException):
+    status_code = status.HTTP_400_BAD_REQUEST
+    default_code = "too_many_buckets"
+
+
+def _iso(moment: datetime) -> str:
+    """As DRF renders a UTC datetime."""
+    return DateTimeField().to_representation(moment)
+
+
+def _bucket_size(raw: str) -> int:
+    try:
+        size = int(raw)
+    except ValueError:
+        size = 0
+    if not 1 <= size <= buckets.MAX_BUCKET_SECONDS:
+        message = f"bucket must be a whole number of seconds from 1 to {buckets.MAX_BUCKET_SECONDS}; got {raw!r}."
+        raise exceptions.ValidationError(message, code=INVALID_QUERY)
+    return size
+
+
 class RobotHistoryView(generics.ListAPIView):
-    """The robot's stored samples, newest first; `since` (inclusive), `until` (exclusive): ISO 8601 or Unix s."""
+    """The robot's stored samples, newest first; `since` (inclusive), `until` (exclusive): ISO 8601 or Unix s.
+
+    With `bucket=<seconds>`, per-bucket count and min/avg/max of each metric instead (telemetry.buckets).
+    """
 
     serializer_class = TelemetrySampleSerializer
 
     @extend_schema(
-        summary="The robot's stored telemetry samples, newest first",
-        parameters=SINCE_UNTIL,
+        summary="The robot's stored telemetry samples, newest first, or their per-bucket summaries",
+        description=(
+            "Without `bucket`: paginated samples, newest first. With `bucket=<seconds>`: one entry per non-empty "
+            f"bucket, oldest first, at most {buckets.MAX_BUCKETS} buckets per request (`since` then defaults to a "
+            "day, or fewer buckets' worth, before `until`); the answer is then a `BucketedHistory`."
+        ),
+        parameters=[
+            *SINCE_UNTIL,
+            OpenApiParameter(
+                "bucket",
+                OpenApiTypes.INT,
+                description=f"Bucket size in seconds: summaries instead of samples (at most {buckets.MAX_BUCKETS}).",
+            ),
+        ],
         responses={
-            200: TelemetrySampleSerializer(many=True),
-            400: error("`invalid_query`: bad since/until"),
+            200: PolymorphicProxySerializer(
+                component_name="HistoryAnswer",
+                serializers=[PaginatedSamplesSerializer, BucketedHistorySerializer],
+                resource_type_field_name=None,
+                many=False,
+            ),
+            400: error("`invalid_query`: bad since/until/bucket; `too_many_buckets`: over the limit"),
             404: error("`robot_not_found`"),
         },
     )
     def get(self, request: Request, *args, **kwargs) -> Response:
-        return super().get(request, *args, **kwargs)
+        raw_bucket = request.query_params.get("bucket")
+        if raw_bucket is None or raw_bucket == "":
+            return super().get(request, *args, **kwargs)
+        size = _bucket_size(raw_bucket)
+        robot = _robot_or_404(self.kwargs["robot_id"])
+        since, until = since_until_bounds(request.query_params)
+        until = until or datetime.now(tz=UTC)
+        since = since or buckets.default_since(until, size)
+        if since >= until:
+            raise exceptions.ValidationError("since must be earlier than until.", code=INVALID_QUERY)
+        count = buckets.bucket_count(since, until, size)
+        if count > buckets.MAX_BUCKETS:
+            raise TooManyBuckets(
+                f"bucket={size} over this range makes {count} buckets; at most {buckets.MAX_BUCKETS} are allowed "
+                "per request: use a larger bucket or a shorter range."
+            )
+        # Built by hand, not by BucketedHistorySerializer (which documents it): 2,000 nested serializers
+        # would cost more than the query.
+        results = [{**bucket, "start": _iso(bucket["start"])} for bucket in buckets.buckets(robot, since, until, size)]
+        return Response({"bucket": size, "since": _iso(since), "until": _iso(until), "results": results})
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):  # drf-spectacular inspecting the view

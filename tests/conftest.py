@@ -55,3 +55,15 @@ def counter_value(name: str, labels: dict | None = None) -> int:
 
     counter = Counter.objects.filter(name=name, labels=canonical_labels(labels)).first()
     return counter.value if counter else 0
+
+
+@pytest.fixture
+def battery_low():
+    """Alert rule battery_low (battery_percentage lt 20 for 60 s), enabled; as migrations create it, but on."""
+    from telemetry.models import AlertRule
+
+    rule, _ = AlertRule.objects.update_or_create(
+        name="battery_low",
+        defaults={"metric": "battery_percentage", "op": "lt", "threshold": 20, "for_seconds": 60, "enabled": True},
+    )
+    return rule

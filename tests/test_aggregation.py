@@ -124,7 +124,7 @@ def test_it_reads_at_most_max_entries_per_run_in_batches(redis_client):
 
 
 @pytest.mark.django_db
-def test_an_idle_run_makes_one_redis_call_and_writes_nothing(redis_client, django_assert_num_queries):
+def test_an_idle_run_makes_one_redis_call_and_writes_only_its_run_figures(redis_client, django_assert_num_queries):
     add_missions(redis_client, 5)
     aggregate_mission_metrics()
     snapshots = CounterSnapshot.objects.count()
@@ -138,13 +138,14 @@ def test_an_idle_run_makes_one_redis_call_and_writes_nothing(redis_client, djang
     redis_client.execute_command = counting
     # Receivers of aggregation_completed (the dashboards' push) are connected too: the whole run counts.
     try:
-        with django_assert_num_queries(1) as queries:
+        with django_assert_num_queries(2) as queries:
             result = aggregate_mission_metrics(redis=redis_client)
     finally:
         del redis_client.execute_command
 
     assert calls == [("XRANGE",)]
     assert queries.captured_queries[0]["sql"].startswith("SELECT")
+    assert queries.captured_queries[1]["sql"].startswith('UPDATE "metrics_jobruns"')
     assert result.entries_processed == 0
     assert CounterSnapshot.objects.count() == snapshots
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime
 
 import pytest
 from channels.db import database_sync_to_async
@@ -16,6 +17,7 @@ from fleet.asgi import application
 from fleet.fanout import GROUP
 from fleet.fanout import LAYER as FANOUT_LAYER
 from telemetry.dashboard import COALESCED_KEY
+from telemetry.models import Alert
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -70,17 +72,31 @@ async def test_a_foreign_origin_is_refused_even_with_a_valid_token(operator_toke
     assert (await communicator.connect())[0] is False
 
 
-async def test_it_starts_with_a_snapshot_of_every_robot(operator_token, r2d2):
+async def test_it_starts_with_a_snapshot_of_every_robot_and_the_active_alerts(operator_token, r2d2, battery_low):
+    raised_at = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
+    await database_sync_to_async(Alert.objects.create)(
+        rule=battery_low, robot=r2d2, raised_at=raised_at, value=12, peak=9
+    )
     communicator = dashboard(operator_token)
     assert (await communicator.connect())[0] is True
     assert await communicator.receive_json_from(timeout=3) == {
         "type": "snapshot",
         "robots": [{"robot_id": "r2d2", "connected": False, "reporting": False, "last_seen_at": None, "metrics": None}],
+        "alerts": [
+            {
+                "rule": "battery_low",
+                "robot_id": "r2d2",
+                "metric": "battery_percentage",
+                "value": 12.0,
+                "threshold": 20.0,
+                "timestamp": raised_at.timestamp(),
+            }
+        ],
     }
     await communicator.disconnect()
 
 
-async def test_frames_presence_and_counters_reach_the_dashboard(operator_token):
+async def test_frames_presence_counters_and_alerts_reach_the_dashboard(operator_token):
     communicator = dashboard(operator_token)
     await communicator.connect()
     await communicator.receive_json_from(timeout=3)  # snapshot
@@ -91,9 +107,18 @@ async def test_frames_presence_and_counters_reach_the_dashboard(operator_token):
     )
     counters = [{"name": "mission_status_total", "labels": {"status": "completed"}, "value": 42}]
     await publish({"type": "counters.update", "counters": counters})
+    alert = {
+        "type": "alert",
+        "state": "raised",
+        "rule": "battery_low",
+        "robot_id": "c3po",
+        "metric": "battery_percentage",
+    }
+    alert |= {"value": 12.0, "threshold": 20.0, "timestamp": 1800000000.0}
+    await publish({"type": "fleet.alerts", "alerts": [alert]})
 
     messages = []
-    while len(messages) < 4:
+    while len(messages) < 5:
         batch, sync = await receive_until_sync(communicator)
         messages += batch
         await communicator.send_json_to({"type": "ack", "sync": sync})
@@ -101,6 +126,7 @@ async def test_frames_presence_and_counters_reach_the_dashboard(operator_token):
     assert {"type": "telemetry", **frame(7, "c3po")} in messages
     assert {"type": "presence", "robot_id": "c3po", "connected": False, "reporting": False} in messages
     assert {"type": "counters", "counters": counters} in messages
+    assert alert in messages
     await communicator.disconnect()
 
 

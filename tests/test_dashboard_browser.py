@@ -190,6 +190,65 @@ def test_the_counter_history_chart_renders_in_admin(counter, tmp_path, page):
 
 
 @pytest.fixture
+def history_and_alert(tokens, battery_low):
+    """Half an hour of r2d2's history (a sample a minute), and c3po's active battery_low alert."""
+    from telemetry.models import Alert, Robot, TelemetrySample
+    from telemetry.rollups import store_samples
+
+    r2d2, c3po = Robot.objects.get(robot_id="r2d2"), Robot.objects.get(robot_id="c3po")
+    now = timezone.now()
+    store_samples(
+        [
+            TelemetrySample(robot=r2d2, reported_at=now - timezone.timedelta(minutes=m), **{**FRAME, "cpu_usage": m})
+            for m in range(1, 31)
+        ]
+    )
+    Alert.objects.create(rule=battery_low, robot=c3po, raised_at=now, value=12.0, peak=12.0)
+
+
+def test_the_dashboard_shows_alerts_and_loads_the_robot_history_on_open(
+    history_and_alert, tmp_path, event_loop_thread, page
+):
+    from channels.layers import get_channel_layer
+    from playwright.sync_api import expect
+
+    from fleet.fanout import GROUP
+    from fleet.fanout import LAYER as FANOUT_LAYER
+
+    server = ServerProcess.daphne(tmp_path)
+    try:
+        log_in(page, server)
+        expect(page.locator("#link-state")).to_have_text("live")
+        c3po, r2d2 = page.locator('tr[data-robot-id="c3po"]'), page.locator('tr[data-robot-id="r2d2"]')
+        # From the snapshot: c3po's active alert in its row, and the fleet-wide count.
+        expect(c3po.locator(".alert-badge")).to_have_text("battery_low")
+        expect(page.locator("#count-alerts")).to_have_text("1")
+
+        r2d2.click()
+        page.wait_for_function("document.querySelector('#robot-chart').dataset.history === '30'")
+        assert int(page.locator("#robot-chart").get_attribute("data-points")) >= 30
+
+        # Live raises and clears, as the alert evaluation fans them out.
+        alert = {"type": "alert", "rule": "cpu_high", "robot_id": "r2d2", "metric": "cpu_usage", "value": 97.0}
+        alert |= {"threshold": 90.0, "timestamp": timezone.now().timestamp()}
+
+        def send(group: str, message: dict) -> None:
+            # Playwright's loop owns this thread: publish from the robots' loop.
+            publish = get_channel_layer(FANOUT_LAYER).group_send(group, message)
+            asyncio.run_coroutine_threadsafe(publish, event_loop_thread).result(timeout=10)
+
+        send(GROUP, {"type": "fleet.alerts", "alerts": [{**alert, "state": "raised"}]})
+        expect(r2d2.locator(".alert-badge")).to_have_text("cpu_high")
+        expect(page.locator("#count-alerts")).to_have_text("2")
+        page.screenshot(path=str(SCREENSHOTS / "dashboard-alerts.png"), full_page=True)
+        send(GROUP, {"type": "fleet.alerts", "alerts": [{**alert, "state": "cleared", "value": 50.0}]})
+        expect(r2d2.locator(".alert-badge")).to_have_count(0)
+        expect(page.locator("#count-alerts")).to_have_text("1")
+    finally:
+        server.stop()
+
+
+@pytest.fixture
 def fleet(operator) -> list[tuple[str, str]]:
     """Six simulated robots' credentials, and a day of mission counts for the chart."""
     from metrics.models import Counter, CounterSnapshot

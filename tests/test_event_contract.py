@@ -17,7 +17,7 @@ from django.conf import settings
 from prometheus_client.parser import text_string_to_metric_families
 
 from fleet.events.envelope import stream_fields
-from fleet.events.schema import EVENT_SCHEMAS, payload_errors
+from fleet.events.schema import CHARTER_SCHEMAS, payload_errors
 from fleet.events.stream import get_publisher, reset_publisher
 from metrics.aggregation import aggregate_mission_metrics
 from telemetry.connections import get_registry
@@ -68,7 +68,7 @@ async def test_a_session_a_read_and_two_runs_put_all_six_events_on_the_stream(r2
     assert await asyncio.to_thread(publisher.flush, 5)
 
     envelopes = {fields["type"]: json.loads(fields["data"]) for fields in stream(redis_client)}
-    assert sorted(envelopes) == sorted(EVENT_SCHEMAS)
+    assert sorted(envelopes) == sorted(CHARTER_SCHEMAS)
     for event_type, envelope in envelopes.items():
         payload = envelope["payload"]
         assert payload_errors(event_type, payload) == [], event_type

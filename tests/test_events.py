@@ -1,4 +1,4 @@
-"""The six lifecycle events, bridged from Django signals onto the Redis event stream."""
+"""The six lifecycle events and the two alert events, bridged from Django signals onto the Redis event stream."""
 
 from __future__ import annotations
 
@@ -19,6 +19,15 @@ from telemetry import signals as telemetry_signals
 
 STREAM = "brain:events:stream"
 METRICS = {"cpu_usage": 45.2, "memory_usage": 62.8, "network_latency_ms": 12.5, "battery_percentage": 78.0}
+
+ALERT = {
+    "rule": "battery_low",
+    "robot_id": "r2d2",
+    "metric": "battery_percentage",
+    "value": 12.5,
+    "threshold": 20.0,
+    "timestamp": 1703003460.0,
+}
 
 # signal, event type, payload, expected correlation id
 CASES = [
@@ -77,6 +86,18 @@ CASES = [
         telemetry_signals.metrics_published,
         "telemetry.metrics_published",
         {"robot_id": "r2d2", "metrics": METRICS, "timestamp": 1703003460.0},
+        None,
+    ),
+    (
+        telemetry_signals.alert_raised,
+        "telemetry.alert_raised",
+        ALERT,
+        None,
+    ),
+    (
+        telemetry_signals.alert_cleared,
+        "telemetry.alert_cleared",
+        {**ALERT, "value": 26.0, "threshold": 25.0, "timestamp": 1703003520.0},
         None,
     ),
 ]

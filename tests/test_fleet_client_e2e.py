@@ -67,7 +67,6 @@ async def test_a_service_restart_under_20_frames_a_second_loses_nothing_and_stor
     # The first run is the web process alone (quicker to start); its replacement is a whole `runfleet`.
     server = await asyncio.to_thread(ServerProcess.daphne, tmp_path, port)
     client = RobotClient(url=server.ws_url, robot_id="r2d2", token=r2d2_token)
-    client.backoff_cap = 2.0  # the same policy, a shorter wait for the test
     await client.start()
     try:
 

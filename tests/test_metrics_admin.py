@@ -103,6 +103,26 @@ def test_snapshots_and_counters_are_read_only_in_admin(staff_client):
 
 
 @pytest.mark.django_db
+def test_the_history_chart_can_show_the_increase_per_interval(staff_client):
+    add_to_counter("mission_status_total", {"status": "completed"}, 10)
+    counter = Counter.objects.get()
+    now = timezone.now()
+    for minutes, value in ((3, 2), (2, 5), (1, 5), (0, 10)):
+        CounterSnapshot.objects.create(counter=counter, value=value, taken_at=now - timedelta(minutes=minutes))
+
+    html = staff_client.get(f"/admin/metrics/counter/{counter.id}/change/?chart=increase").content.decode()
+
+    assert "<strong>Increase per interval</strong>" in html
+    assert 'aria-label="history of 3 snapshots"' in html
+    # Increases 3, 0, 5: the axis runs from 0 to 5.
+    labels = re.findall(r'text-anchor="end" font-size="11" fill="#666">([^<]+)</text>', html)
+    assert labels[:3] == ["0", "2", "5"]
+    total = staff_client.get(f"/admin/metrics/counter/{counter.id}/change/").content.decode()
+    assert "<strong>Running total</strong>" in total
+    assert 'aria-label="history of 4 snapshots"' in total
+
+
+@pytest.mark.django_db
 @pytest.mark.parametrize("model", ["counter", "countersnapshot"])
 def test_counters_and_snapshots_can_be_viewed_but_not_added_changed_or_deleted(staff_client, model):
     counter = counter_with_history(3)

@@ -103,3 +103,25 @@ class ConstantCollector:
         from prometheus_client.core import GaugeMetricFamily
 
         yield GaugeMetricFamily("fleet_test_gauge", "A constant for the test.", value=7)
+
+
+@pytest.mark.django_db
+def test_the_aggregation_runs_and_the_latest_duration_are_read_from_the_database(client, tmp_path):
+    import redis
+
+    from metrics.aggregation import aggregate_mission_metrics
+
+    before = samples(client.get("/metrics").content)
+    assert before[("metrics_aggregation_runs_total", (("result", "completed"),))] == 0
+    assert before[("metrics_aggregation_runs_total", (("result", "failed"),))] == 0
+    assert not any(name == "metrics_aggregation_last_duration_seconds" for name, _ in before)
+
+    aggregate_mission_metrics()
+    aggregate_mission_metrics()
+    with pytest.raises(redis.ConnectionError):
+        aggregate_mission_metrics(redis=redis.Redis(unix_socket_path=str(tmp_path / "nowhere.sock")))
+
+    after = samples(client.get("/metrics").content)
+    assert after[("metrics_aggregation_runs_total", (("result", "completed"),))] == 2
+    assert after[("metrics_aggregation_runs_total", (("result", "failed"),))] == 1
+    assert 0 < after[("metrics_aggregation_last_duration_seconds", ())] < 5

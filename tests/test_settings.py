@@ -43,6 +43,7 @@ def load_settings(*names: str, **env: str) -> subprocess.CompletedProcess:
         ({"METRICS_ALLOW_ANONYMOUS": "sure"}, "METRICS_ALLOW_ANONYMOUS must be one of"),
         ({"ROBOTS_REQUIRE_TLS": "sure"}, "ROBOTS_REQUIRE_TLS must be one of"),
         ({"CHANNELS_REDIS_URLS": "redis://a:6379,http://b"}, "CHANNELS_REDIS_URLS must list redis://"),
+        ({"DJANGO_LOG_FORMAT": "xml"}, "DJANGO_LOG_FORMAT must be plain or json"),
     ],
 )
 def test_it_refuses_bad_values_naming_the_variable(env, message):

@@ -32,6 +32,8 @@ def _signals() -> dict[str, Signal]:
         "telemetry.connection_established": telemetry_signals.connection_established,
         "telemetry.connection_closed": telemetry_signals.connection_closed,
         "telemetry.metrics_published": telemetry_signals.metrics_published,
+        "telemetry.alert_raised": telemetry_signals.alert_raised,
+        "telemetry.alert_cleared": telemetry_signals.alert_cleared,
     }
 
 

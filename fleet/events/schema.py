@@ -1,4 +1,4 @@
-"""The six lifecycle events and the exact fields of their payloads (Charter v1.0)."""
+"""The six lifecycle events, the two alert events that extend them, and the exact fields of their payloads."""
 
 from __future__ import annotations
 
@@ -9,8 +9,19 @@ from telemetry.frames import METRICS
 
 METRICS_FIELDS = set(METRICS)
 
+# `value` is the metric's value (for `reporting`: seconds since the robot's last frame); `threshold`
+# is the level crossed (on clear: the clear threshold when the rule has one).
+ALERT_PAYLOAD: dict[str, tuple[type, ...]] = {
+    "rule": (str,),
+    "robot_id": (str,),
+    "metric": (str,),
+    "value": (float,),
+    "threshold": (float,),
+    "timestamp": (float,),
+}
+
 # event type -> {payload field: allowed types}. `float` fields also take ints (json has one number type).
-EVENT_SCHEMAS: dict[str, dict[str, tuple[type, ...]]] = {
+CHARTER_SCHEMAS: dict[str, dict[str, tuple[type, ...]]] = {
     "metrics.aggregation_started": {"job_id": (str,), "run_id": (str,), "timestamp": (float,)},
     "metrics.aggregation_completed": {
         "job_id": (str,),
@@ -39,6 +50,12 @@ EVENT_SCHEMAS: dict[str, dict[str, tuple[type, ...]]] = {
     },
     "telemetry.metrics_published": {"robot_id": (str,), "metrics": (dict,), "timestamp": (float,)},
 }
+# Extensions of the Charter's six, in the same envelope (telemetry.alerts).
+EXTENSION_SCHEMAS: dict[str, dict[str, tuple[type, ...]]] = {
+    "telemetry.alert_raised": ALERT_PAYLOAD,
+    "telemetry.alert_cleared": ALERT_PAYLOAD,
+}
+EVENT_SCHEMAS = {**CHARTER_SCHEMAS, **EXTENSION_SCHEMAS}
 
 
 def _matches(value: object, types: tuple[type, ...]) -> bool:

@@ -53,8 +53,8 @@ def site_config(ports: dict[str, int], cert: Path, key: Path, static: Path) -> s
     """deploy/nginx/fleet.conf with ports and paths substituted; each must be found exactly as often as expected."""
     text = SITE_CONFIG.read_text()
     substitutions = [
-        ("server 127.0.0.1:8001;", f"server 127.0.0.1:{ports['daphne_a']};", 1),
-        ("server 127.0.0.1:8002;", f"server 127.0.0.1:{ports['daphne_b']};", 1),
+        ("server 127.0.0.1:8001 ", f"server 127.0.0.1:{ports['daphne_a']} ", 1),
+        ("server 127.0.0.1:8002 ", f"server 127.0.0.1:{ports['daphne_b']} ", 1),
         ("listen 80;", f"listen 127.0.0.1:{ports['http']};", 1),
         ("listen [::]:80;", f"listen [::1]:{ports['http']};", 1),
         ("listen 443 ssl;", f"listen 127.0.0.1:{ports['https']} ssl;", 1),

@@ -34,6 +34,9 @@ def test_a_short_soak_loses_no_frame_and_counts_every_mission_exactly(tmp_path):
     # The report is written where asked, with every section.
     (report,) = tmp_path.glob("*.md")
     text = report.read_text()
+    (plot,) = tmp_path.glob("*.png")
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"![RSS and ack p99 over time]({plot.name})" in text
     for heading in (
         "## Verdict",
         "## Frames",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import ssl
 import time
 from typing import Literal
 from urllib.parse import quote
@@ -40,9 +41,16 @@ class RobotClient:
     # The server closes a silent connection after 120 s (4000).
     ping_after = 30.0
     open_timeout = 10.0
+    # A close handshake with a server that stopped answering gives up after this (websockets waits 10 s).
+    close_timeout = 2.0
     # Full-jitter backoff between failed attempts: the n-th wait is uniform in [0, min(cap, base * 2**n)].
     backoff_base = 0.5
     backoff_cap = 60.0
+    # After a 1001 the server is restarting (a deploy), not overloaded: until a connection is healthy
+    # again, for at most restart_window seconds, the waits are capped at restart_backoff_cap. A proxy
+    # answers 502/503 meanwhile; at the full cap a robot would sleep up to a minute past the restart.
+    restart_backoff_cap = 2.0
+    restart_window = 60.0
 
     def __init__(
         self,
@@ -52,11 +60,14 @@ class RobotClient:
         buffer_path: str | None = None,
         max_buffered: int = 100_000,
         on_event: EventCallback | None = None,
+        ssl: ssl.SSLContext | None = None,
     ) -> None:
         self.url = endpoint(url, robot_id)
         self.robot_id = robot_id
         self._token = token
         self._on_event = on_event
+        # For wss:// with a private CA (or a self-signed certificate); None trusts the system's CAs.
+        self._ssl = ssl
         self._buffer = Buffer(buffer_path, max_buffered)
         self._counts = {"submitted": 0, "acked": 0, "dropped": 0, "rejected": 0, "reconnects": 0}
         self._stopped: str | None = None
@@ -67,6 +78,7 @@ class RobotClient:
         self._backoff = Backoff()
         self._ws: ClientConnection | None = None
         self._offline_for: float | None = None
+        self._restart_until = 0.0  # monotonic time; see restart_window
 
     @property
     def stats(self) -> dict[str, int | str | None]:
@@ -170,7 +182,9 @@ class RobotClient:
                     additional_headers={"Authorization": f"Bearer {self._token}"},
                     subprotocols=[SUBPROTOCOL],
                     open_timeout=self.open_timeout,
+                    close_timeout=self.close_timeout,
                     compression=None,
+                    **({"ssl": self._ssl} if self._ssl is not None else {}),
                 )
             except InvalidStatus as exc:
                 status = exc.response.status_code
@@ -178,7 +192,7 @@ class RobotClient:
                 if status == 403:
                     self._stop("refused with HTTP 403: unknown or inactive robot, wrong token, or unsupported protocol")
                     return
-                await self._wait(self._backoff.next_delay(), f"handshake answered HTTP {status}")
+                await self._wait(self._next_delay(), f"handshake answered HTTP {status}")
                 continue
             except InvalidURI as exc:
                 self._emit(ClientEvent("connect_failed", reason=type(exc).__name__))
@@ -186,7 +200,7 @@ class RobotClient:
                 return
             except (OSError, TimeoutError, InvalidHandshake) as exc:
                 self._emit(ClientEvent("connect_failed", reason=type(exc).__name__))
-                await self._wait(self._backoff.next_delay(), f"cannot connect ({exc or type(exc).__name__})")
+                await self._wait(self._next_delay(), f"cannot connect ({exc or type(exc).__name__})")
                 continue
             if self._offline_for is not None:  # interrupted while connecting
                 ws.transport.abort()
@@ -208,7 +222,13 @@ class RobotClient:
                 await ws.close()
             if session.healthy:
                 self._backoff.reset()
+                self._restart_until = 0.0
             action, reason = after_close(session.close_code)
+            if session.close_code == 1001:
+                if not self._restart_until:
+                    self._restart_until = time.monotonic() + self.restart_window
+            elif session.close_code is not None:
+                self._restart_until = 0.0  # the server is up and answering: its close code decides
             self._emit(ClientEvent("disconnected", code=session.close_code, reason=reason))
             if action is Next.STOP:
                 self._stop(f"closed with {session.close_code} ({reason}); not reconnecting")
@@ -223,8 +243,12 @@ class RobotClient:
                 delay = 0.0
                 self._backoff.failures = 1
             else:
-                delay = self._backoff.next_delay()
+                delay = self._next_delay()
             await self._wait(delay, f"closed with {session.close_code} ({reason})")
+
+    def _next_delay(self) -> float:
+        restarting = time.monotonic() < self._restart_until
+        return self._backoff.next_delay(self.restart_backoff_cap if restarting else None)
 
     async def _wait(self, delay: float, why: str) -> None:
         logger.info("robot %s: %s; reconnecting in %.2f s", self.robot_id, why, delay)

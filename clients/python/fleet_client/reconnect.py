@@ -42,8 +42,10 @@ class Backoff:
         self.cap = cap
         self.failures = 0
 
-    def next_delay(self) -> float:
-        delay = random.uniform(0.0, min(self.cap, self.base * 2**self.failures))
+    def next_delay(self, cap: float | None = None) -> float:
+        """The next wait; `cap` lowers the ceiling for this one (the count of failures still grows)."""
+        ceiling = min(self.cap if cap is None else min(cap, self.cap), self.base * 2**self.failures)
+        delay = random.uniform(0.0, ceiling)
         self.failures = min(self.failures + 1, 32)
         return delay
 

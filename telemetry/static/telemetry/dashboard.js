@@ -1,7 +1,8 @@
 // The live fleet view. Protocol: see "Dashboard WebSocket" in docs/websocket.md.
 "use strict";
 
-const WINDOW_SECONDS = 300;
+const WINDOW_SECONDS = 3600;
+const HISTORY_BUCKET_SECONDS = 10; // the history's sampling interval: one point per stored sample
 // The metric names, in chart order, as the page gives them (telemetry.frames.METRICS).
 const METRICS = JSON.parse(document.getElementById("metric-names").textContent);
 const robots = new Map(); // robot_id -> {row, state}
@@ -10,6 +11,8 @@ let robotSeries = [[], [], [], [], []]; // t, cpu, memory, latency, battery
 let robotChart = null;
 let missionChart = null;
 const missionSeries = new Map(); // status -> [[t, value], ...]
+const alerts = new Map(); // robot_id -> Map(rule -> active alert)
+let historyRequest = 0; // so that a slow answer for an earlier selection is dropped
 
 const $ = (selector) => document.querySelector(selector);
 const fmt = (value, digits = 1) => (value === null || value === undefined ? "—" : Number(value).toFixed(digits));
@@ -45,8 +48,37 @@ function selectRobot(robotId) {
   robotSeries = [[], [], [], [], []];
   robotChart.setData(robotSeries);
   $("#robot-chart").dataset.points = "0";
+  $("#robot-chart").dataset.history = "loading";
   $("#selected-robot").textContent = robotId;
   for (const [id, entry] of robots) entry.row.classList.toggle("selected", id === robotId);
+  loadRobotHistory(robotId);
+}
+
+// The last hour from the bucketed history (one average per bucket), before the live frames.
+async function loadRobotHistory(robotId) {
+  const request = ++historyRequest;
+  const since = Date.now() / 1000 - WINDOW_SECONDS;
+  const url =
+    `/api/telemetry/robots/${encodeURIComponent(robotId)}/history/` +
+    `?bucket=${HISTORY_BUCKET_SECONDS}&since=${since.toFixed(3)}`;
+  let body;
+  try {
+    body = await fetchJson(url);
+  } catch (error) {
+    console.warn("robot history unavailable", error);
+    if (request === historyRequest) $("#robot-chart").dataset.history = "unavailable";
+    return;
+  }
+  if (request !== historyRequest) return;
+  // Live frames may have arrived meanwhile: history goes before the first of them.
+  const firstLive = robotSeries[0].length ? robotSeries[0][0] : Infinity;
+  const points = body.results.filter((bucket) => Date.parse(bucket.start) / 1000 < firstLive);
+  const history = [points.map((bucket) => Date.parse(bucket.start) / 1000)];
+  METRICS.forEach((name) => history.push(points.map((bucket) => bucket[name].avg)));
+  robotSeries = robotSeries.map((series, index) => [...history[index], ...series]);
+  robotChart.setData(robotSeries);
+  $("#robot-chart").dataset.points = String(robotSeries[0].length);
+  $("#robot-chart").dataset.history = String(points.length);
 }
 
 function addRobotPoint(frame) {
@@ -67,7 +99,8 @@ function rowFor(robotId) {
   row.innerHTML =
     '<td class="id"></td><td><span class="status"></span></td><td class="seen"></td>' +
     '<td class="num cpu"></td><td class="num memory"></td><td class="num latency"></td>' +
-    '<td><span class="battery"><span></span></span> <span class="battery-value"></span></td>';
+    '<td><span class="battery"><span></span></span> <span class="battery-value"></span></td>' +
+    '<td class="alerts"></td>';
   row.querySelector(".id").textContent = robotId;
   row.addEventListener("click", () => selectRobot(robotId));
   const body = $("#robots tbody");
@@ -98,6 +131,31 @@ function render(robotId) {
   row.querySelector(".battery > span").style.width = `${battery ?? 0}%`;
   row.querySelector(".battery").classList.toggle("low", battery !== undefined && battery < 20);
   row.querySelector(".battery-value").textContent = battery === undefined ? "—" : `${fmt(battery, 0)}%`;
+  renderAlerts(robotId);
+}
+
+function renderAlerts(robotId) {
+  const entry = robots.get(robotId);
+  if (!entry) return;
+  const active = [...(alerts.get(robotId) || new Map()).values()].sort((a, b) => a.rule.localeCompare(b.rule));
+  entry.row.dataset.alerts = String(active.length);
+  entry.row.querySelector(".alerts").replaceChildren(
+    ...active.map((alert) => {
+      const badge = document.createElement("span");
+      badge.className = "alert-badge";
+      badge.textContent = alert.rule;
+      const since = new Date(alert.timestamp * 1000).toLocaleTimeString();
+      badge.title = `${alert.metric} ${fmt(alert.value)} (threshold ${fmt(alert.threshold)}) since ${since}`;
+      return badge;
+    }),
+  );
+}
+
+function setAlert(alert) {
+  if (!alerts.has(alert.robot_id)) alerts.set(alert.robot_id, new Map());
+  if (alert.state === "cleared") alerts.get(alert.robot_id).delete(alert.rule);
+  else alerts.get(alert.robot_id).set(alert.rule, alert);
+  renderAlerts(alert.robot_id);
 }
 
 function updateSummary() {
@@ -105,15 +163,24 @@ function updateSummary() {
   $("#count-robots").textContent = states.length;
   $("#count-connected").textContent = states.filter((s) => s.connected).length;
   $("#count-reporting").textContent = states.filter((s) => s.connected && s.reporting).length;
+  const active = [...alerts.values()].reduce((total, rules) => total + rules.size, 0);
+  $("#count-alerts").textContent = active;
+  $("#count-alerts").parentElement.classList.toggle("firing", active > 0);
 }
 
 const handlers = {
   snapshot(message) {
+    alerts.clear();
+    for (const alert of message.alerts || []) setAlert({ ...alert, state: "raised" });
     for (const robot of message.robots) {
       const entry = rowFor(robot.robot_id);
       Object.assign(entry.state, robot);
       render(robot.robot_id);
     }
+  },
+  alert(message) {
+    rowFor(message.robot_id);
+    setAlert(message);
   },
   telemetry(message) {
     const entry = rowFor(message.robot_id);
