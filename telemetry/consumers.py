@@ -153,14 +153,7 @@ class RobotConsumer(RobotGroupMember, AsyncConsumer):
 
     async def _on_text(self, text: str) -> None:
         received = time.perf_counter()
-        now_loop = asyncio.get_running_loop().time()
-        self.last_message_at = now_loop
-        if len(text) > self.safe_chars and len(text.encode()) > self.max_bytes:
-            await self.close_with("too_large")
-            return
-        verdict = self.rate.check(now_loop)
-        if verdict:
-            await self._over_budget(verdict)
+        if not await self._admitted(len(text) > self.safe_chars and len(text.encode()) > self.max_bytes):
             return
         obj = frames.decode(text)
         if type(obj) is FrameError:
@@ -216,15 +209,21 @@ class RobotConsumer(RobotGroupMember, AsyncConsumer):
             await self._send({"type": "ack", "seq": batch.last_seq, "accepted": len(batch.frames)})
 
     async def _on_bytes(self, data: bytes) -> None:
-        now_loop = self.last_message_at = asyncio.get_running_loop().time()
-        if len(data) > self.max_bytes:
-            await self.close_with("too_large")
+        if not await self._admitted(len(data) > self.max_bytes):
             return
+        await self._reject(FrameError(frames.INVALID_FRAME, "binary frames are not supported; send JSON text"))
+
+    async def _admitted(self, too_large: bool) -> bool:
+        """The bounds checked before any decoding: the size, then the frame budget."""
+        now_loop = self.last_message_at = asyncio.get_running_loop().time()
+        if too_large:
+            await self.close_with("too_large")
+            return False
         verdict = self.rate.check(now_loop)
         if verdict:
             await self._over_budget(verdict)
-            return
-        await self._reject(FrameError(frames.INVALID_FRAME, "binary frames are not supported; send JSON text"))
+            return False
+        return True
 
     async def _over_budget(self, verdict: int) -> None:
         """A message over the frame budget: dropped undecoded, at most one error a second, 1008 when it floods."""
