@@ -1,9 +1,7 @@
 """The robot WebSocket, /api/telemetry/ws/<robot_id>: validate, ack, and hand each frame to the ingest buffer.
 
-It runs its own receive loop instead of channels' generic dispatch, which costs more than the work
-per frame (docs/architecture.md). Every close of an admitted socket is reported once with
-connection_closed; a handshake refused with 4429 or 1001 stores and announces nothing, and is
-counted in telemetry_handshakes_refused_total (telemetry.refusals).
+Its own receive loop replaces channels' generic dispatch, which costs more than the work per frame
+(docs/architecture.md). Refused handshakes (4429, 1001) store and announce nothing.
 """
 
 from __future__ import annotations
@@ -110,7 +108,6 @@ class RobotConsumer(RobotGroupMember, AsyncConsumer):
         self.max_per_second = settings.TELEMETRY_MAX_FRAMES_PER_SECOND
         self.max_invalid = settings.TELEMETRY_MAX_INVALID_FRAMES
         self.leased = True
-
         try:
             retry_after, self.alone = await presence.admit(robot_id, self.connection_id)
         except Exception as exc:
@@ -271,18 +268,12 @@ class RobotConsumer(RobotGroupMember, AsyncConsumer):
             return
         self.finished = True
         now = time.time()
-        registry = self.registry
-        registry.discard(self)
-        session = {
-            "disconnected_at": now,
-            "reason": reason,
-            "close_code": code,
-            "frames_accepted": self.frames_accepted,
-            "frames_rejected": self.frames_rejected,
-        }
+        self.registry.discard(self)
+        counts = {"frames_accepted": self.frames_accepted, "frames_rejected": self.frames_rejected}
+        session = {"disconnected_at": now, "reason": reason, "close_code": code, **counts}
         # A replaced robot is still connected, through its newer socket: the buffer knows.
         self.buffer.close(self.robot_id, self.connection_id, session, self.leased)
-        registry.ensure_running()
+        self.registry.ensure_running()
         # With `extra`: a close decided by the process loop runs outside this socket's task.
         logger.info(
             "robot %s closed: %s (code %s) after %.1f s; %d frames accepted, %d rejected",
