@@ -162,7 +162,7 @@ def measured_rows(count: int, before: dict, after: dict, ceiling: dict) -> list[
     grown = None if after["bytes"] is None or before["bytes"] is None else after["bytes"] - before["bytes"]
     publishes = calls.get("publish", 0)
     unit = {
-        "case": f"8 capacity: per-unit costs ({count} robots × 1 Hz, {seconds:.0f} s)",
+        "case": f"12 capacity: per-unit costs ({count} robots × 1 Hz, {seconds:.0f} s)",
         "frames/s": round(frames / seconds, 1),
         "daphne CPU (cores)": round(cpu / seconds, 3),
         "frames per daphne CPU-second": round(frames / cpu) if cpu else None,
@@ -176,12 +176,12 @@ def measured_rows(count: int, before: dict, after: dict, ceiling: dict) -> list[
         "robots per fan-out message": round(frames / publishes, 1) if publishes else None,
     }
     top = sorted(calls.items(), key=lambda item: -item[1])[:6]
-    mix = {"case": "8 capacity: Redis commands per robot-second, by command"}
+    mix = {"case": "12 capacity: Redis commands per robot-second, by command"}
     mix.update({name: round(value / robot_seconds, 3) for name, value in top})
     out = [unit, mix]
     if ceiling:
         out.append(
-            {"case": "8 capacity: one Redis's ceiling (redis-benchmark SET/HSET/INCR, 50 clients)"}
+            {"case": "12 capacity: one Redis's ceiling (redis-benchmark SET/HSET/INCR, 50 clients)"}
             | {f"ops/s pipeline {depth}": rate for depth, rate in ceiling.items()}
         )
     out += projections(unit, ceiling)
@@ -201,7 +201,7 @@ def projections(unit: dict, ceiling: dict) -> list[dict]:
         processes = math.ceil(fleet / (per_cpu * HEADROOM)) if per_cpu else None
         redis_ops = round(fleet * per_robot)
         row = {
-            "case": f"8 capacity: {fleet:,} robots × 1 Hz",
+            "case": f"12 capacity: {fleet:,} robots × 1 Hz",
             "daphne processes": processes,
             "Redis ops/s": redis_ops,
             "% of one Redis (pipelined)": round(100 * redis_ops / pipelined, 1) if pipelined else None,

@@ -484,7 +484,7 @@ def alerts(bench: Bench) -> list[dict]:
     cpu_per_frame_us = 1e6 / base if base else None
     return [
         {
-            "case": "9 alerts: ingest with ten rules enabled (one holding for every robot)",
+            "case": "11 alerts: ingest with ten rules enabled (one holding for every robot)",
             "frames/s no rules": measured["no rules"]["frames_per_s"],
             "frames/s ten rules": measured["ten rules"]["frames_per_s"],
             "frames per server CPU-s no rules": round(base) if base else None,

@@ -26,7 +26,7 @@ def test_it_derives_per_unit_costs_and_projects_them_to_each_fleet_size():
     unit, mix, ceiling, *fleets = measured_rows(1_000, before, after, {1: 40_000, 16: 400_000})
 
     assert unit == {
-        "case": "8 capacity: per-unit costs (1000 robots × 1 Hz, 10 s)",
+        "case": "12 capacity: per-unit costs (1000 robots × 1 Hz, 10 s)",
         "frames/s": 1000.0,
         "daphne CPU (cores)": 0.4,
         "frames per daphne CPU-second": 2500,
@@ -40,14 +40,14 @@ def test_it_derives_per_unit_costs_and_projects_them_to_each_fleet_size():
         "robots per fan-out message": 50.0,
     }
     assert mix == {
-        "case": "8 capacity: Redis commands per robot-second, by command",
+        "case": "12 capacity: Redis commands per robot-second, by command",
         "xadd": 0.6,
         "hset": 0.18,
         "publish": 0.02,
     }
     assert ceiling == {"case": ceiling["case"], "ops/s pipeline 1": 40_000, "ops/s pipeline 16": 400_000}
     assert fleets[2] == {
-        "case": "8 capacity: 100,000 robots × 1 Hz",
+        "case": "12 capacity: 100,000 robots × 1 Hz",
         "daphne processes": 80,  # 100,000 / (2,500 × 0.5)
         "Redis ops/s": 80_000,
         "% of one Redis (pipelined)": 20.0,
