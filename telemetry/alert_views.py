@@ -38,6 +38,8 @@ class AlertRuleViewSet(viewsets.ModelViewSet):
     queryset = AlertRule.objects.order_by("name")
     serializer_class = AlertRuleSerializer
     lookup_field = "name"
+    # Any name reaches the view, so a name that is no slug gets the API's JSON 404, not Django's page.
+    lookup_value_regex = "[^/]+"
     permission_classes = [StaffWritesSignedInReads]
 
 

@@ -16,19 +16,19 @@ from django.conf import settings
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from telemetry.models import Robot
-from telemetry.tokens import hash_token, new_token
+from telemetry.robots import create_robots
 
 GOOD = {"cpu_usage": 45.2, "memory_usage": 62.8, "network_latency_ms": 12.5, "battery_percentage": 78.0}
 
 
 def make_robots(count: int, prefix: str = "rel") -> dict[str, str]:
-    """`count` robots with their tokens (hashed as create_robot hashes them), in one query."""
-    tokens = {f"{prefix}-{n:04d}": new_token() for n in range(count)}
-    Robot.objects.bulk_create(
-        Robot(robot_id=robot_id, name=robot_id, token_hash=hash_token(token)) for robot_id, token in tokens.items()
-    )
-    return tokens
+    """`count` robots with their tokens, provisioned in bulk as `create_robot` does.
+
+    Through create_robots, so running servers' credential caches hear of them: a test that re-creates
+    the ids of an earlier one (its tables emptied in between) must not meet the old tokens there.
+    """
+    created, _ = create_robots([f"{prefix}-{n:04d}" for n in range(count)])
+    return dict(created)
 
 
 def telemetry(seq: int, **fields) -> str:
