@@ -6,13 +6,12 @@ the load from `bench.edge_load` in its own process. See bench/README.md.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import threading
 import time
 
-from bench.environment import BASE_DIR, Bench, _preexec
+from bench.environment import BASE_DIR, Bench
 
 STORM_ROBOTS = 10_000
 STORM_CONCURRENCY = 500
@@ -21,18 +20,7 @@ REAL_LIMITS = {"TELEMETRY_MAX_FRAMES_PER_SECOND": "20", "TELEMETRY_IDLE_TIMEOUT"
 
 
 def edge_load(bench: Bench, spec: dict, timeout: float = 600) -> dict:
-    path = bench._spec_file({**spec, "cpu": bench.client_cpu})
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.edge_load", str(path)],
-        cwd=BASE_DIR,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        preexec_fn=_preexec(None),
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"edge load generator failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return bench.loadgen(spec, bench.client_cpu, timeout, module="bench.edge_load")
 
 
 def provision(bench: Bench, count: int) -> tuple[list[list[str]], float]:

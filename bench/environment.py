@@ -239,11 +239,11 @@ class Bench:
         path.write_text(json.dumps(spec))
         return path
 
-    def loadgen(self, spec: dict, cpu: int | None = None, timeout: float = 600) -> dict:
-        """Run one load generator to completion and return its result."""
+    def loadgen(self, spec: dict, cpu: int | None = None, timeout: float = 600, module: str = "bench.loadgen") -> dict:
+        """Run one load generator (a `python -m` module) to completion and return its result."""
         path = self._spec_file({**spec, "cpu": cpu})
         done = subprocess.run(
-            [sys.executable, "-m", "bench.loadgen", str(path)],
+            [sys.executable, "-m", module, str(path)],
             cwd=BASE_DIR,
             capture_output=True,
             text=True,
@@ -251,7 +251,7 @@ class Bench:
             preexec_fn=_preexec(None),
         )
         if done.returncode != 0:
-            raise RuntimeError(f"load generator failed:\n{done.stderr[-3000:]}")
+            raise RuntimeError(f"{module} failed:\n{done.stderr[-3000:]}")
         return json.loads(done.stdout.strip().splitlines()[-1])
 
     def held(self, spec: dict, cpu: int | None = None, timeout: float = 300) -> HeldLoad:
