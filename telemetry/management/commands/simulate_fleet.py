@@ -73,6 +73,23 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f} ms"
 
 
+SUMMARY_COUNTS = [  # (label, key of Stats.summary()), in the order printed
+    ("robots", "robots"),
+    ("connections opened", "connects"),
+    ("dropped on purpose (--lossy)", "drops"),
+    ("closed by server or network", "disconnects"),
+    ("handshakes rejected", "handshake_rejected"),
+    ("taken over (4409/4403)", "replaced"),
+    ("throttled (4429)", "throttled"),
+    ("frames submitted", "submitted"),
+    ("frames acked", "acked"),
+    ("frames rejected", "rejected"),
+    ("frames dropped (buffer full)", "dropped"),
+    ("frames still buffered", "buffered"),
+    ("submitted while offline", "offline_submitted"),
+]
+
+
 class Command(BaseCommand):
     help = "Simulate robots streaming realistic telemetry to a running Fleet Telemetry service."
 
@@ -200,20 +217,8 @@ class Command(BaseCommand):
     def _summary(self, stats: Stats) -> None:
         s = stats.summary()
         rate = s["submitted"] / s["seconds"] if s["seconds"] else 0.0
-        rows = [
-            ("robots", s["robots"]),
-            ("connections opened", s["connects"]),
-            ("dropped on purpose (--lossy)", s["drops"]),
-            ("closed by server or network", s["disconnects"]),
-            ("handshakes rejected", s["handshake_rejected"]),
-            ("taken over (4409/4403)", s["replaced"]),
-            ("throttled (4429)", s["throttled"]),
-            ("frames submitted", s["submitted"]),
-            ("frames acked", s["acked"]),
-            ("frames rejected", s["rejected"]),
-            ("frames dropped (buffer full)", s["dropped"]),
-            ("frames still buffered", s["buffered"]),
-            ("submitted while offline", s["offline_submitted"]),
+        rows = [(label, s[key]) for label, key in SUMMARY_COUNTS]
+        rows += [
             ("frames/s", f"{rate:.1f}"),
             ("ack p50", _ms(s["ack_p50_ms"])),
             ("ack p99", _ms(s["ack_p99_ms"])),
