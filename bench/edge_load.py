@@ -15,15 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import socket
 import struct
-import sys
 import time
 
 from websockets.asyncio.client import connect
 
-from bench.loadgen import FRAME, Tally, Window, headers, paced_client, percentile, raise_nofile
+from bench.loadgen import FRAME, Tally, Window, headers, paced_client, percentile, run_main
 
 GOOD = {"cpu_usage": 45.2, "memory_usage": 62.8, "network_latency_ms": 12.5, "battery_percentage": 78.0}
 
@@ -241,19 +239,7 @@ async def attack(spec: dict) -> dict:
 
 
 def main() -> None:
-    with open(sys.argv[1]) as file:
-        spec = json.load(file)
-    if spec.get("cpu") is not None and hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {spec["cpu"]})
-    raise_nofile()
-    runner = {"storm": storm, "flood": flood, "attack": attack}[spec["mode"]]
-    try:
-        import uvloop
-    except ImportError:
-        result = asyncio.run(runner(spec))
-    else:
-        result = uvloop.run(runner(spec))
-    print(json.dumps(result), flush=True)
+    run_main({"storm": storm, "flood": flood, "attack": attack})
 
 
 if __name__ == "__main__":

@@ -252,7 +252,7 @@ class Bench:
         )
         if done.returncode != 0:
             raise RuntimeError(f"{module} failed:\n{done.stderr[-3000:]}")
-        return json.loads(done.stdout.strip().splitlines()[-1])
+        return _result(path)
 
     def held(self, spec: dict, cpu: int | None = None, timeout: float = 300) -> HeldLoad:
         """Start a load generator that holds (idle connections, a dashboard) until released."""
@@ -266,7 +266,7 @@ class Bench:
             text=True,
             preexec_fn=_preexec(None),
         )
-        return HeldLoad(popen, timeout)
+        return HeldLoad(popen, timeout, path)
 
     # --- data ---
 
@@ -308,8 +308,9 @@ class Bench:
 
 
 class HeldLoad:
-    def __init__(self, popen: subprocess.Popen, timeout: float) -> None:
+    def __init__(self, popen: subprocess.Popen, timeout: float, path: Path) -> None:
         self.popen = popen
+        self.path = path
         self.timeout = timeout
 
     def ready(self) -> dict:
@@ -324,12 +325,18 @@ class HeldLoad:
         out, err = self.popen.communicate("", timeout=self.timeout)
         if self.popen.returncode != 0:
             raise RuntimeError(f"load generator failed:\n{err[-3000:]}")
-        return json.loads(out.strip().splitlines()[-1])
+        return _result(self.path)
 
     def kill(self) -> None:
         if self.popen.poll() is None:
             self.popen.kill()
             self.popen.communicate()
+
+
+def _result(spec_path: Path) -> dict:
+    from bench.loadgen import result_path
+
+    return json.loads(Path(result_path(spec_path)).read_text())
 
 
 def prepare(quick: bool) -> tuple[Bench, list]:

@@ -241,20 +241,35 @@ async def watch_dashboard(spec: dict) -> dict:
     return {**counts, "samples": samples, "last": last}
 
 
-def main() -> None:
-    with open(sys.argv[1]) as file:
+def run_main(runners: dict) -> None:
+    """Run the spec file's mode (argv[1]) and write its result beside the spec.
+
+    The result goes to a file, not stdout: a dashboard's samples can run to megabytes, and a
+    pipe read back through `communicate` has been seen to come back spliced at 128 KiB.
+    """
+    path = sys.argv[1]
+    with open(path) as file:
         spec = json.load(file)
     if spec.get("cpu") is not None and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {spec["cpu"]})
     raise_nofile()
-    runner = {"closed": run_load, "paced": run_load, "idle": hold_idle, "dashboard": watch_dashboard}[spec["mode"]]
+    runner = runners[spec["mode"]]
     try:
         import uvloop
     except ImportError:  # stock asyncio: the client itself may become the limit
         result = asyncio.run(runner(spec))
     else:
         result = uvloop.run(runner(spec))
-    print(json.dumps(result), flush=True)
+    with open(result_path(path), "w") as file:
+        json.dump(result, file)
+
+
+def result_path(spec_path) -> str:
+    return f"{spec_path}.result"
+
+
+def main() -> None:
+    run_main({"closed": run_load, "paced": run_load, "idle": hold_idle, "dashboard": watch_dashboard})
 
 
 if __name__ == "__main__":
