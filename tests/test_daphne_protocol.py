@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import inspect
 import socket
@@ -12,6 +13,7 @@ from autobahn.twisted.websocket import WebSocketAdapterProtocol, WebSocketServer
 from autobahn.util import ObservableMixin
 from autobahn.websocket import protocol as autobahn_protocol
 from autobahn.websocket.xormasker import create_xor_masker
+from daphne.server import Server
 from daphne.ws_protocol import WebSocketProtocol
 from twisted.internet import asyncioreactor, tcp
 from twisted.internet.protocol import Protocol
@@ -25,6 +27,7 @@ from fleet.daphne_protocol import (
     install_quiet_option_dump,
     write_through,
 )
+from fleet.serve import LISTEN_BACKLOG, FleetServer, with_backlog
 
 
 def fingerprint(function) -> str:
@@ -47,6 +50,10 @@ def fingerprint(function) -> str:
         # FleetWebSocketProtocol.onMessageEnd skips the "message" event that fire() builds for no listener.
         (autobahn_protocol.WebSocketProtocol.onMessageEnd, "efff2a43ca8540d0"),
         (ObservableMixin.fire, "25429a670af93ea0"),
+        # FleetServer._reap forgets a finished connection as daphne's checker would, only sooner.
+        (Server.application_checker, "ccb688341a7d0bc1"),
+        (Server.create_application, "f1e300b4ecf636c8"),
+        (Server.protocol_disconnected, "c1f5fe8cdedc09dc"),
     ],
     ids=[
         "autobahn sendData",
@@ -58,6 +65,9 @@ def fingerprint(function) -> str:
         "daphne serverSend",
         "autobahn onMessageEnd",
         "autobahn fire",
+        "daphne application_checker",
+        "daphne create_application",
+        "daphne protocol_disconnected",
     ],
 )
 def test_the_library_methods_fleet_overrides_are_the_ones_it_was_written_against(function, expected):
@@ -248,3 +258,59 @@ def test_a_whole_message_is_handed_to_daphne_once_and_listeners_still_hear_of_it
     protocol.onMessageEnd()
     assert received == [(b'{"type":"ping"}', False), (b"x", True)]
     assert heard == [b"x"]
+
+
+def test_tcp_and_unix_endpoints_listen_with_fleets_backlog_unless_they_name_one():
+    assert (
+        with_backlog("tcp:port=8000:interface=127.0.0.1")
+        == f"tcp:port=8000:interface=127.0.0.1:backlog={LISTEN_BACKLOG}"
+    )
+    assert with_backlog("unix:/run/fleet.sock") == f"unix:/run/fleet.sock:backlog={LISTEN_BACKLOG}"
+    assert with_backlog("tcp:port=8000:backlog=10") == "tcp:port=8000:backlog=10"
+    assert with_backlog("fd:fileno=3") == "fd:fileno=3"  # already listening
+    assert FleetServer(application=None, endpoints=["tcp:port=1:interface=::1"]).endpoints == [
+        f"tcp:port=1:interface=::1:backlog={LISTEN_BACKLOG}"
+    ]
+
+
+def _unstarted_server() -> FleetServer:
+    server = FleetServer(application=_application, endpoints=["tcp:port=1"])
+    server.connections = {}  # as Server.run sets it
+    return server
+
+
+async def _application(scope, receive, send):
+    if scope["fail"]:
+        raise RuntimeError("for daphne's checker to log")
+    if scope["wait"]:
+        await receive()
+
+
+@pytest.mark.parametrize("order", ["returns first", "disconnects first"])
+async def test_a_closed_connection_is_forgotten_as_soon_as_its_application_returns(order):
+    server = _unstarted_server()
+    protocol = object()
+    server.protocol_connected(protocol)
+    queue = server.create_application(protocol, {"fail": False, "wait": order == "disconnects first"})
+    if order == "disconnects first":
+        server.protocol_disconnected(protocol)
+        assert protocol in server.connections  # its application is still running
+        queue.put_nowait({"type": "websocket.disconnect"})
+    else:
+        await asyncio.sleep(0)
+        assert protocol in server.connections  # still connected
+        server.protocol_disconnected(protocol)
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert protocol not in server.connections
+
+
+async def test_a_failed_application_is_left_to_daphnes_checker_which_logs_it():
+    server = _unstarted_server()
+    protocol = object()
+    server.protocol_connected(protocol)
+    server.create_application(protocol, {"fail": True, "wait": False})
+    for _ in range(3):
+        await asyncio.sleep(0)
+    server.protocol_disconnected(protocol)
+    assert isinstance(server.connections[protocol]["application_instance"].exception(), RuntimeError)
