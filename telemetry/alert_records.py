@@ -1,25 +1,35 @@
 """Recording alert transitions: each raise and clear becomes an Alert row and a signal (then an event).
 
-`record` runs in a worker thread of the process that decided the transitions (telemetry.alerting).
-Disabling or deleting a rule clears its active alerts the same way (`retire_rule`).
+`record` runs in a worker thread of the process that decided the transitions, through its
+`Recorder` (telemetry.alerting). Redis has already decided them, so a database that refuses them
+(busy, away, mid-migration) must not lose them: the Recorder keeps them, in the order they were
+decided, and records them again on the next tick. That is safe because recording is idempotent: an
+alert already active is not raised twice, one already cleared is not cleared twice. Disabling or
+deleting a rule clears its active alerts the same way (`retire_rule`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
 import redis
-from django.db import IntegrityError, transaction
+from channels.db import database_sync_to_async
+from django.db import DatabaseError, DataError, IntegrityError, transaction
 
+from fleet import fanout
 from fleet.redis import get_client
 from telemetry.alerts import AlertEvaluator, Rule, Transition, state_key
 from telemetry.models import Alert, AlertRule, Robot
 from telemetry.signals import alert_cleared, alert_raised
 
 logger = logging.getLogger(__name__)
+
+# Transitions kept while the database refuses them; past it the oldest are dropped, and named in the log.
+MAX_UNRECORDED = 10_000
 
 
 def _utc(ts: float) -> datetime:
@@ -77,6 +87,55 @@ def record(transitions: Iterable[Transition]) -> list[Transition]:
             extra={"robot_id": transition.robot_id},
         )
     return recorded
+
+
+class Recorder:
+    """One event loop's transitions on their way to the database and the dashboards, one batch at a time."""
+
+    def __init__(self) -> None:
+        self.unrecorded: list[Transition] = []
+        self._task: asyncio.Task | None = None
+
+    def add(self, transitions: list[Transition]) -> None:
+        self.unrecorded.extend(transitions)
+        if len(self.unrecorded) > MAX_UNRECORDED:
+            dropped = self.unrecorded[: len(self.unrecorded) - MAX_UNRECORDED]
+            del self.unrecorded[: len(dropped)]
+            logger.error("dropped unrecorded alert transitions %s", _names(dropped))
+        self.retry()
+
+    def retry(self) -> None:
+        """Record what is waiting, off the caller's path (a busy database must not hold up the next flush)."""
+        if self.unrecorded and (self._task is None or self._task.done()):
+            self._task = asyncio.ensure_future(self._record())
+
+    async def drain(self) -> None:
+        """Wait for the batch being recorded; what the database refused stays for the next retry."""
+        while self._task is not None and not self._task.done():
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _record(self) -> None:
+        while self.unrecorded:
+            transitions, self.unrecorded = self.unrecorded, []
+            try:
+                recorded = await database_sync_to_async(record)(transitions)
+            except (IntegrityError, DataError):
+                # It would fail the same way again: say which were lost rather than block the rest.
+                logger.exception("could not record alert transitions %s", _names(transitions))
+                continue
+            except DatabaseError as exc:
+                self.unrecorded[:0] = transitions  # first in line, so a clear never overtakes its raise
+                logger.warning("could not record %d alert transitions yet (%s); retrying", len(transitions), exc)
+                return
+            if recorded:
+                try:
+                    await fanout.asend({"type": "fleet.alerts", "alerts": [t.message() for t in recorded]})
+                except Exception as exc:  # the rows and events stand; a dashboard's next snapshot has them
+                    logger.warning("could not send %d alert transitions to dashboards (%s)", len(recorded), exc)
+
+
+def _names(transitions: list[Transition]) -> list[tuple[str, str, str]]:
+    return [(t.rule.name, t.robot_id, t.kind) for t in transitions]
 
 
 def retire_rule(rule_pk: int, now: float | None = None) -> list[Transition]:

@@ -6,20 +6,17 @@
   with their latest values, so `for_seconds` can elapse without a new frame; and `reporting`
   rules are evaluated fleet-wide by whichever process takes the tick's lock.
 Each raise and clear is recorded (Alert row, signal, so the event) in a worker thread, then sent
-to the dashboards as `{"type": "alert", ...}`.
+to the dashboards as `{"type": "alert", ...}` (telemetry.alert_records.Recorder: in order, and again
+on every tick while the database refuses them).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
 
-from channels.db import database_sync_to_async
-
-from fleet import fanout
-from telemetry.alert_records import record
+from telemetry.alert_records import Recorder
 from telemetry.alerts import AlertEvaluator, Transition
 
 logger = logging.getLogger(__name__)
@@ -29,7 +26,7 @@ class AlertLoop:
     def __init__(self) -> None:
         self.evaluator = AlertEvaluator()
         self._failing = False
-        self._recording: set[asyncio.Task] = set()
+        self.recorder = Recorder()
 
     @property
     def enabled(self) -> bool:
@@ -47,6 +44,7 @@ class AlertLoop:
             await self.evaluator.load_rules(time.monotonic())
         except Exception as exc:
             self._warn("could not read the alert rules (%s); keeping the previous ones", exc)
+        self.recorder.retry()  # what the database refused last time
         if not self.enabled:
             return
         await self._guarded(self._tick(latest))
@@ -68,26 +66,11 @@ class AlertLoop:
             self._failing = False
             logger.warning("alert evaluation works again")
         if transitions:
-            # Off the loop's path: a busy database must not hold up the next flush.
-            task = asyncio.ensure_future(self._record(transitions))
-            self._recording.add(task)
-            task.add_done_callback(self._recording.discard)
-
-    async def _record(self, transitions: list[Transition]) -> None:
-        try:
-            recorded = await database_sync_to_async(record)(transitions)
-            if recorded:
-                await fanout.asend({"type": "fleet.alerts", "alerts": [t.message() for t in recorded]})
-        except Exception:
-            # Redis has decided these transitions; without their rows they are lost, so say which.
-            logger.exception(
-                "could not record alert transitions %s", [(t.rule.name, t.robot_id, t.kind) for t in transitions]
-            )
+            self.recorder.add(transitions)
 
     async def drain(self) -> None:
         """Wait for the transitions being recorded (shutdown, tests)."""
-        while self._recording:
-            await asyncio.gather(*self._recording, return_exceptions=True)
+        await self.recorder.drain()
 
     def _warn(self, message: str, exc: Exception) -> None:
         if not self._failing:

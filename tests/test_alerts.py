@@ -7,7 +7,7 @@ from channels.db import database_sync_to_async
 
 from fleet.redis import get_async_client
 from telemetry import presence
-from telemetry.alert_records import record
+from telemetry.alert_records import Recorder, record
 from telemetry.alerts import AlertEvaluator, Rule
 from telemetry.models import Alert
 from telemetry.signals import alert_cleared, alert_raised
@@ -167,3 +167,35 @@ async def test_the_peak_is_the_worst_value_of_the_whole_alert_whichever_process_
         assert await process.evaluate({"r2d2": metrics(battery=battery)}, T0 + 61 + offset) == []
     [cleared] = await first.evaluate({"r2d2": metrics(battery=30)}, T0 + 70)
     assert (cleared.kind, cleared.peak) == ("clear", 9.0)
+
+
+async def test_transitions_the_database_refused_are_recorded_in_order_once_it_is_back(r2d2, battery_low, signals):
+    process = evaluator(Rule.of(battery_low))
+    await process.evaluate({"r2d2": metrics(battery=10)}, T0)
+    raised = await process.evaluate({"r2d2": metrics(battery=8)}, T0 + 60)
+    cleared = await process.evaluate({"r2d2": metrics(battery=50)}, T0 + 70)
+    recorder = Recorder()
+    table = Alert._meta.db_table
+    await database_sync_to_async(_rename)(table, "alert_away")  # the database refuses every write to it
+    try:
+        recorder.add(raised)
+        await recorder.drain()
+        recorder.add(cleared)  # decided meanwhile: it must wait behind its raise
+        await recorder.drain()
+        assert [t.kind for t in recorder.unrecorded] == ["raise", "clear"]
+        assert signals == []
+    finally:
+        await database_sync_to_async(_rename)("alert_away", table)
+    recorder.retry()  # the next tick
+    await recorder.drain()
+    assert recorder.unrecorded == []
+    assert [name for name, _ in signals] == ["alert_raised", "alert_cleared"]
+    alert = await database_sync_to_async(Alert.objects.get)()
+    assert (alert.raised_at.timestamp(), alert.cleared_at.timestamp()) == (T0 + 60, T0 + 70)
+
+
+def _rename(table: str, to: str) -> None:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(f"ALTER TABLE {connection.ops.quote_name(table)} RENAME TO {connection.ops.quote_name(to)}")
