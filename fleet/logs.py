@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from contextvars import ContextVar
 from datetime import UTC, datetime
+
+from daphne.access import AccessLogGenerator
 
 CONTEXT_FIELDS = ("robot_id", "connection_id")
 _context: ContextVar[dict[str, str]] = ContextVar("fleet_log_context", default={})  # noqa: B039 (never mutated)
@@ -57,3 +60,20 @@ class JsonFormatter(logging.Formatter):
             entry["stack_info"] = self.formatStack(record.stack_info)
         # One line whatever the message holds: json.dumps escapes newlines.
         return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+class AccessLog(AccessLogGenerator):
+    """daphne's access log (a line per HTTP request and per WebSocket connect, reject and disconnect)
+    through the logger `fleet.access`, so that it takes DJANGO_LOG_FORMAT like every other line.
+
+    daphne writes it straight to stdout, bypassing logging: with the JSON format the output was no
+    longer one JSON object per line. A file named with `--access-log FILE` is written as daphne
+    writes it. The address is the TCP peer's: behind a proxy, the proxy's (its own log has the client's).
+    """
+
+    logger = logging.getLogger("fleet.access")
+
+    def write_entry(self, host, date, request, status=None, length=None, ident=None, user=None):
+        if self.stream is not sys.stdout:
+            return super().write_entry(host, date, request, status, length, ident, user)
+        self.logger.info('%s "%s" %s %s', host, request, status or "-", length or "-")

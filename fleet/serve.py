@@ -1,6 +1,6 @@
 """Run daphne with Fleet's defaults: `python -m fleet.serve [-b HOST] [-p PORT] [daphne options]`.
 
-It differs from plain `daphne fleet.asgi:application` in nine ways:
+It differs from plain `daphne fleet.asgi:application` in ten ways:
 - WebSocket limits and timeouts come from settings (see default_arguments below);
 - on SIGTERM/SIGINT, fleet.shutdown hooks run first, so robots get a clean 1001 and their
   `connection_closed` events are flushed, before daphne cancels what is left;
@@ -20,6 +20,8 @@ It differs from plain `daphne fleet.asgi:application` in nine ways:
 - the per-frame path is leaner (fleet.daphne_protocol): sends go straight to the socket when
   nothing is queued, debug-log arguments are not built while debug is off, and client frames are
   unmasked by wsaccel; the reactor dispatches socket events without building a log context.
+- daphne's access log goes through Python logging (fleet.logs.AccessLog), so it is JSON with
+  DJANGO_LOG_FORMAT=json, like every other line;
 - what one socket can make the process hold is bounded (1013 past 64 unprocessed messages or
   1 MiB of unread replies), and only a pong answers a ping (fleet.socket_bounds).
 """
@@ -31,12 +33,14 @@ import gc
 import os
 import sys
 
+from daphne import cli as daphne_cli
 from daphne.cli import CommandLineInterface
 from daphne.server import Server
 from twisted.internet import asyncioreactor, defer, reactor
 from twisted.python import log as twisted_log
 
 from fleet.daphne_protocol import FleetWebSocketProtocol, install_fast_unmasking, install_quiet_option_dump
+from fleet.logs import AccessLog
 from fleet.socket_bounds import BoundedProtocol, ping_timings
 
 # CPython's defaults (700, 10, 10) run a young collection every 700 net allocations, so objects
@@ -206,6 +210,8 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "fleet.settings")
     # Read when each socket is registered with the reactor (AsyncioSelectorReactor.addReader/addWriter).
     asyncioreactor.callWithLogger = dispatch_socket_event
+    # Read when the command line builds its access log (CommandLineInterface.run).
+    daphne_cli.AccessLogGenerator = AccessLog
     args = default_arguments() + list(sys.argv[1:] if argv is None else argv)
     if not any(arg.endswith(":application") for arg in args):
         args.append("fleet.asgi:application")

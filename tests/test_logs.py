@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import re
 import sys
 
 import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
 
 from fleet.logs import JsonFormatter
+from tests.servers import ServerProcess
 from tests.test_robot_ws import GOOD, connected, registry, send  # noqa: F401 (the fixture)
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -42,3 +47,19 @@ def test_json_lines_are_one_object_per_line_even_with_newlines_and_tracebacks():
     assert (entry["level"], entry["logger"], entry["message"]) == ("ERROR", "fleet.test", "failed: x\ny")
     assert entry["exc_info"].endswith("ValueError: bad\nvalue")
     assert "robot_id" not in entry
+
+
+@pytest.mark.e2e
+async def test_with_the_json_format_the_server_writes_only_json_lines_its_access_log_included(tmp_path):
+    server = ServerProcess.daphne(tmp_path, DJANGO_LOG_FORMAT="json")
+    try:
+        with pytest.raises(InvalidStatus):  # no such robot: 403
+            async with connect(f"{server.ws_url}/api/telemetry/ws/nobody?token=nope"):
+                pass
+        await asyncio.sleep(0.2)
+    finally:
+        server.stop()
+    entries = [json.loads(line) for line in server.log_path.read_text().splitlines() if line.strip()]
+    access = [entry["message"] for entry in entries if entry["logger"] == "fleet.access"]
+    assert any(re.fullmatch(r'127\.0\.0\.1:\d+ "GET /healthz" 200 49', message) for message in access)
+    assert any(re.fullmatch(r'127\.0\.0\.1:\d+ "WSREJECT /api/telemetry/ws/nobody" - -', message) for message in access)
