@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from rest_framework import serializers
 
 from telemetry.frames import METRICS
 from telemetry.models import Alert, AlertRule, Robot, TelemetrySample, rule_errors
+
+
+def per_metric(make: Callable[[], serializers.Field]) -> dict[str, serializers.Field]:
+    """One fresh field per metric, in METRICS order: a new metric reaches the API without an edit here."""
+    return {name: make() for name in METRICS}
 
 
 class InfoSerializer(serializers.Serializer):
@@ -50,13 +57,14 @@ class RobotSerializer(serializers.ModelSerializer):
 
 class RobotMetricsSerializer(serializers.Serializer):
     robot_id = serializers.CharField()
-    cpu_usage = serializers.FloatField()
-    memory_usage = serializers.FloatField()
-    network_latency_ms = serializers.FloatField()
-    battery_percentage = serializers.FloatField()
     reported_at = serializers.FloatField(help_text="When the frame was taken, Unix seconds.")
     connected = serializers.BooleanField()
     reporting = serializers.BooleanField()
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        # The metrics go right after robot_id, where the view puts them in the response.
+        fields = super().get_fields()
+        return {"robot_id": fields.pop("robot_id"), **per_metric(serializers.FloatField), **fields}
 
 
 class TelemetrySampleSerializer(serializers.ModelSerializer):
@@ -104,10 +112,9 @@ class MinAvgMaxSerializer(serializers.Serializer):
 class BucketSerializer(serializers.Serializer):
     start = serializers.DateTimeField(help_text="The bucket's start; buckets are aligned to multiples of their size.")
     count = serializers.IntegerField(help_text="Samples in the bucket (empty buckets are left out).")
-    cpu_usage = MinAvgMaxSerializer()
-    memory_usage = MinAvgMaxSerializer()
-    network_latency_ms = MinAvgMaxSerializer()
-    battery_percentage = MinAvgMaxSerializer()
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        return {**super().get_fields(), **per_metric(MinAvgMaxSerializer)}
 
 
 class BucketedHistorySerializer(serializers.Serializer):
