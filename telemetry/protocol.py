@@ -6,7 +6,6 @@ firmware author reads and the URLs their tools fetch can never disagree.
 
 from __future__ import annotations
 
-import json
 from functools import cache
 from pathlib import Path
 
@@ -67,7 +66,3 @@ def schema_file(request: HttpRequest, name: str) -> HttpResponse:
         return JsonResponse({"detail": detail, "code": "schema_not_found"}, status=404)
     # Relative $refs (telemetry_batch -> telemetry.json) resolve against this URL as against the file.
     return HttpResponse(_schema_bytes(name), content_type="application/schema+json")
-
-
-def load_schema(name: str) -> dict:
-    return json.loads(_schema_bytes(name))
