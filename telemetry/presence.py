@@ -173,14 +173,12 @@ def robot_states_or_none(robot_ids: list[str]) -> dict[str, dict[str, bool]] | N
         return None
 
 
-async def admit_connection(robot_id: str, connection_id: str, client: redis.asyncio.Redis | None = None) -> float:
-    """Check the connect rate and take a lease, in one round trip. 0 when admitted, else seconds to wait."""
-    retry_after, _ = await admit(robot_id, connection_id, client)
-    return retry_after
-
-
 async def admit(robot_id: str, connection_id: str, client: redis.asyncio.Redis | None = None) -> tuple[float, bool]:
-    """admit_connection, and whether the robot held no other live lease (so no older socket to replace)."""
+    """Check the connect rate and take a lease, in one round trip.
+
+    Returns (0, alone) when admitted, alone meaning the robot held no other live lease (so no older socket to
+    replace); else (seconds to wait, False).
+    """
     now = time.time()
     ttl = settings.TELEMETRY_PRESENCE_TTL
     client = client or get_async_client()

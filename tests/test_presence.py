@@ -21,9 +21,9 @@ def run(pipeline_steps, client) -> None:
 
 
 async def test_a_robot_is_connected_while_one_of_its_leases_lives(redis_client):
-    assert await presence.admit_connection("r2d2", "ws_r2d2_1_aaaa") == 0
-    assert await presence.admit_connection("r2d2", "ws_r2d2_2_bbbb") == 0
-    assert await presence.admit_connection("bb8", "ws_bb8_3_cccc") == 0
+    assert await presence.admit("r2d2", "ws_r2d2_1_aaaa") == (0, True)
+    assert await presence.admit("r2d2", "ws_r2d2_2_bbbb") == (0, False)  # not alone: r2d2 already holds a lease
+    assert await presence.admit("bb8", "ws_bb8_3_cccc") == (0, True)
     assert presence.fleet_counts() == {"active_connections": 3, "robots_connected": 2, "robots_reporting": 0}
 
     run(lambda pipe: presence.release_leases(pipe, [("ws_r2d2_1_aaaa", "r2d2")]), redis_client)
@@ -47,8 +47,8 @@ async def until(condition, within: float = 15.0, step: float = 0.05) -> None:
 
 async def test_leases_that_are_not_refreshed_vanish_within_the_ttl(redis_client, settings):
     settings.TELEMETRY_PRESENCE_TTL = 2.0
-    await presence.admit_connection("r2d2", "ws_r2d2_1_aaaa")
-    await presence.admit_connection("bb8", "ws_bb8_1_aaaa")
+    await presence.admit("r2d2", "ws_r2d2_1_aaaa")
+    await presence.admit("bb8", "ws_bb8_1_aaaa")
 
     async def r2d2_gone() -> bool:
         # bb8's process keeps refreshing, far more often than the TTL; r2d2's "died".
@@ -87,12 +87,13 @@ def test_a_robot_reports_until_its_last_frame_is_older_than_stale_after(redis_cl
 async def test_the_connect_rate_is_counted_fleet_wide_and_says_when_to_retry(settings):
     settings.TELEMETRY_MAX_CONNECTS_PER_MINUTE = 3
     for n in range(3):
-        assert await presence.admit_connection("r2d2", f"ws_r2d2_{n}_aaaa") == 0
-    retry_after = await presence.admit_connection("r2d2", "ws_r2d2_9_aaaa")
+        assert (await presence.admit("r2d2", f"ws_r2d2_{n}_aaaa"))[0] == 0
+    retry_after, alone = await presence.admit("r2d2", "ws_r2d2_9_aaaa")
     assert 59 < retry_after <= 60
+    assert alone is False
     # Refused handshakes take no lease and no slot; other robots are not affected.
     assert presence.fleet_counts()["active_connections"] == 3
-    assert await presence.admit_connection("bb8", "ws_bb8_1_aaaa") == 0
+    assert await presence.admit("bb8", "ws_bb8_1_aaaa") == (0, True)
 
 
 def test_latest_metrics_are_none_until_a_frame_is_stored(redis_client):
@@ -103,8 +104,8 @@ def test_latest_metrics_are_none_until_a_frame_is_stored(redis_client):
 
 
 async def test_prometheus_shows_the_fleet_numbers_summed_over_processes(redis_client):
-    await presence.admit_connection("r2d2", "ws_r2d2_1_aaaa")
-    await presence.admit_connection("bb8", "ws_bb8_1_aaaa")
+    await presence.admit("r2d2", "ws_r2d2_1_aaaa")
+    await presence.admit("bb8", "ws_bb8_1_aaaa")
     run(lambda pipe: presence.mark_reporting(pipe, {"bb8": time.time()}), redis_client)
     # Two processes' flushers each add their counts.
     redis_client.hincrby(FRAMES_KEY, "accepted", 40)
@@ -126,8 +127,8 @@ async def test_a_sweep_hands_each_time_driven_change_to_exactly_one_caller(redis
     settings.TELEMETRY_PRESENCE_TTL = 2.0
     settings.TELEMETRY_STALE_AFTER = 30
     assert await presence.asweep() == []
-    await presence.admit_connection("r2d2", "ws_r2d2_1_aaaa")  # its process will "die": no refresh
-    await presence.admit_connection("bb8", "ws_bb8_1_aaaa")
+    await presence.admit("r2d2", "ws_r2d2_1_aaaa")  # its process will "die": no refresh
+    await presence.admit("bb8", "ws_bb8_1_aaaa")
     run(lambda pipe: presence.mark_reporting(pipe, {"c3po": time.time() - 28, "bb8": time.time()}), redis_client)
     assert await presence.asweep() == []
     handed: list[str] = []
