@@ -13,10 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-
-def _percentile(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+from telemetry.simulator import percentile
 
 
 async def _send(count: int) -> list[float]:
@@ -97,7 +94,7 @@ def run(quick: bool = False) -> list[dict]:
                         "case": "events, Redis up",
                         "events/s": round(count / elapsed),
                         "caller p50 µs": round(statistics.median(costs), 1),
-                        "caller p99 µs": round(_percentile(costs, 0.99), 1),
+                        "caller p99 µs": round(percentile(costs, 0.99), 1),
                     }
                 )
 
@@ -108,7 +105,7 @@ def run(quick: bool = False) -> list[dict]:
                         "case": "events, Redis down (buffered)",
                         "events/s": None,
                         "caller p50 µs": round(statistics.median(costs), 1),
-                        "caller p99 µs": round(_percentile(costs, 0.99), 1),
+                        "caller p99 µs": round(percentile(costs, 0.99), 1),
                     }
                 )
                 server.start()
