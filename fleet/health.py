@@ -1,4 +1,4 @@
-"""GET /healthz: can this process reach its database and Redis right now?
+"""GET /healthz: can this process reach its database and Redis right now (and the streams' Redis, if apart)?
 
 The body says only "ok" or "error" per part: exception text names hosts, ports and users, which a
 public health check must not hand out. The details go to the log.
@@ -9,11 +9,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
 
-from fleet.redis import get_client
+from fleet.redis import STREAMS, get_client
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +28,15 @@ def _ping_redis() -> None:
     get_client().ping()
 
 
-CHECKS: dict[str, Callable[[], None]] = {"database": _ping_database, "redis": _ping_redis}
+def _ping_streams_redis() -> None:
+    get_client(STREAMS).ping()
+
+
+def checks() -> dict[str, Callable[[], None]]:
+    parts = {"database": _ping_database, "redis": _ping_redis}
+    if settings.FLEET_STREAMS_REDIS_URL:
+        parts["streams_redis"] = _ping_streams_redis
+    return parts
 
 
 def _check(name: str, ping: Callable[[], None]) -> str:
@@ -41,6 +50,6 @@ def _check(name: str, ping: Callable[[], None]) -> str:
 
 @never_cache
 def healthz(request: HttpRequest) -> JsonResponse:
-    parts = {name: _check(name, ping) for name, ping in CHECKS.items()}
+    parts = {name: _check(name, ping) for name, ping in checks().items()}
     healthy = all(value == "ok" for value in parts.values())
     return JsonResponse({"status": "ok" if healthy else "error", **parts}, status=200 if healthy else 503)

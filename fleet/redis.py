@@ -1,4 +1,8 @@
-"""The one place that builds Redis clients. Nothing else reads REDIS_URL."""
+"""The one place that builds Redis clients. Nothing else reads REDIS_URL or FLEET_STREAMS_REDIS_URL.
+
+Clients are for the MAIN Redis (presence, latest values, gates, Django-Q2) unless asked for STREAMS:
+the event stream and the mission stream, which FLEET_STREAMS_REDIS_URL may put on a server of their own.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,15 @@ from functools import cache
 import redis
 import redis.asyncio
 from django.conf import settings
+
+MAIN = "main"
+STREAMS = "streams"
+
+
+def url(role: str = MAIN) -> str:
+    if role == STREAMS and settings.FLEET_STREAMS_REDIS_URL:
+        return settings.FLEET_STREAMS_REDIS_URL
+    return settings.REDIS_URL
 
 
 def _options() -> dict:
@@ -24,14 +37,14 @@ def _options() -> dict:
 
 
 @cache
-def get_client() -> redis.Redis:
+def get_client(role: str = MAIN) -> redis.Redis:
     """A process-wide client with short timeouts, for request and job code."""
-    return redis.Redis.from_url(settings.REDIS_URL, max_connections=settings.REDIS_MAX_CONNECTIONS, **_options())
+    return redis.Redis.from_url(url(role), max_connections=settings.REDIS_MAX_CONNECTIONS, **_options())
 
 
-def new_client(**overrides) -> redis.Redis:
+def new_client(role: str = MAIN, **overrides) -> redis.Redis:
     """A private client, e.g. for a background thread or a blocking read (socket_timeout=None)."""
-    return redis.Redis.from_url(settings.REDIS_URL, **{**_options(), **overrides})
+    return redis.Redis.from_url(url(role), **{**_options(), **overrides})
 
 
 _async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, redis.asyncio.Redis] = weakref.WeakKeyDictionary()

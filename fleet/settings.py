@@ -224,6 +224,13 @@ REDIS_EMBEDDED = not os.environ.get("REDIS_URL")
 REDIS_URL = os.environ.get("REDIS_URL") or f"unix://{VAR_DIR / 'redis' / 'redis.sock'}"
 if urlsplit(REDIS_URL).scheme not in {"redis", "rediss", "unix"}:
     raise ImproperlyConfigured(f"REDIS_URL must start with redis://, rediss:// or unix://; got {REDIS_URL!r}")
+# The event and mission streams may live on a Redis of their own (docs/scaling.md): the streams other
+# modules of the platform share, away from the live path's presence and latest values. Empty: REDIS_URL.
+FLEET_STREAMS_REDIS_URL = os.environ.get("FLEET_STREAMS_REDIS_URL", "")
+if FLEET_STREAMS_REDIS_URL and urlsplit(FLEET_STREAMS_REDIS_URL).scheme not in {"redis", "rediss", "unix"}:
+    raise ImproperlyConfigured(
+        f"FLEET_STREAMS_REDIS_URL must start with redis://, rediss:// or unix://; got {FLEET_STREAMS_REDIS_URL!r}"
+    )
 # A hung Redis must never hold a request for long.
 REDIS_CONNECT_TIMEOUT = envfloat("REDIS_CONNECT_TIMEOUT", "0.5")
 REDIS_SOCKET_TIMEOUT = envfloat("REDIS_SOCKET_TIMEOUT", "0.5")

@@ -20,7 +20,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from fleet.cluster import stop_requested
-from fleet.redis import get_client
+from fleet.redis import STREAMS, get_client
 from metrics.counters import (
     MISSION_ENTRIES_INVALID,
     MISSION_ENTRIES_LOST,
@@ -87,7 +87,7 @@ def aggregate_mission_metrics(redis=None, batch_size: int | None = None, max_ent
     aggregation_started.send(sender=aggregate_mission_metrics, job_id=JOB_ID, run_id=run_id, timestamp=time.time())
     try:
         result = _run(
-            redis or get_client(),
+            redis or get_client(STREAMS),
             settings.FLEET_MISSION_STREAM,
             run_id,
             batch_size or settings.METRICS_AGGREGATION_BATCH,

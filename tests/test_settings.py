@@ -30,6 +30,7 @@ def load_settings(*names: str, **env: str) -> subprocess.CompletedProcess:
         ({"DJANGO_DEBUG": "maybe"}, "DJANGO_DEBUG must be one of"),
         ({"DATABASE_URL": "nonsense://"}, "DATABASE_URL is not a database URL"),
         ({"REDIS_URL": "http://example"}, "REDIS_URL must start with redis://"),
+        ({"FLEET_STREAMS_REDIS_URL": "http://example"}, "FLEET_STREAMS_REDIS_URL must start with redis://"),
         ({"TELEMETRY_IDLE_TIMEOUT": "soon"}, "TELEMETRY_IDLE_TIMEOUT must be a number"),
         ({"FLEET_EVENT_BUFFER": "-5"}, "FLEET_EVENT_BUFFER must be at least 1"),
         ({"TELEMETRY_PUBLISH_ON_INGEST": "sometimes"}, "TELEMETRY_PUBLISH_ON_INGEST must be one of"),

@@ -16,7 +16,7 @@ import redis
 from django.conf import settings
 
 from fleet.events.envelope import stream_fields
-from fleet.redis import new_client
+from fleet.redis import STREAMS, new_client
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ class EventPublisher:
         atexit.register(self.flush)
 
     def _run(self) -> None:
-        client = new_client(socket_timeout=SOCKET_TIMEOUT)
+        client = new_client(STREAMS, socket_timeout=SOCKET_TIMEOUT)
         backoff = 0.05
         failing = False
         while True:

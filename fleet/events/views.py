@@ -11,7 +11,7 @@ from rest_framework.views import APIView
 from fleet.events.openapi import EVENT_PAGE
 from fleet.events.reading import STREAM_ID, recent_events
 from fleet.openapi import error
-from fleet.redis import get_client
+from fleet.redis import STREAMS, get_client
 
 
 class EventQuerySerializer(serializers.Serializer):
@@ -35,7 +35,7 @@ class EventListView(APIView):
         query = EventQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         params = query.validated_data
-        events, cursor = recent_events(get_client(), params["type"], params.get("before"), params["limit"])
+        events, cursor = recent_events(get_client(STREAMS), params["type"], params.get("before"), params["limit"])
         next_url = None
         if cursor is not None and len(events) == params["limit"]:
             next_params = request.query_params.copy()

@@ -7,7 +7,7 @@ import json
 from django.core.management.base import BaseCommand, CommandError
 
 from fleet.events.reading import STREAM_ID, follow_events, recent_events
-from fleet.redis import new_client
+from fleet.redis import STREAMS, new_client
 
 
 class Command(BaseCommand):
@@ -23,7 +23,7 @@ class Command(BaseCommand):
         if since is not None and since != "0" and not STREAM_ID.match(since):
             raise CommandError("--since must be a stream ID such as 1703003456789-0")
         # Blocking reads wait up to a second, longer than the request-path socket timeout.
-        client = new_client(socket_timeout=5)
+        client = new_client(STREAMS, socket_timeout=5)
         try:
             if since is None:
                 recent, _ = recent_events(client, type, None, count)

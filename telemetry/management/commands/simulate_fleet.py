@@ -55,9 +55,9 @@ def provision(ids: list[str]) -> list[tuple[str, str]]:
 
 
 def mission_sink():
-    from fleet.redis import get_client
+    from fleet.redis import STREAMS, get_client
 
-    client = get_client()
+    client = get_client(STREAMS)
     stream = settings.FLEET_MISSION_STREAM
 
     def write(entries: list[dict[str, str]]) -> None:
