@@ -139,3 +139,34 @@ def test_it_exits_non_zero_and_names_the_child_that_died(tmp_path):
         assert still_running(children) == []
     finally:
         server.stop()
+
+
+# A child that ignores the stop signals; with LEAVE_ONE, one that exits but leaves such a process in its group.
+STUBBORN = """
+import os, signal, sys, time
+def ignore():
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+if sys.argv[1] == "leave_one":
+    if os.fork() == 0:
+        ignore()
+        time.sleep(60)
+        os._exit(0)
+else:
+    ignore()
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize(("mode", "named"), [("ignore", "stubborn"), ("leave_one", "stubborn's remaining processes")])
+def test_a_child_that_outlives_the_stop_timeout_is_killed_and_named(monkeypatch, mode, named):
+    from fleet.management.commands import runfleet
+
+    monkeypatch.setattr(runfleet, "STOP_TIMEOUT", 0.5)
+    child = subprocess.Popen(
+        [sys.executable, "-c", STUBBORN, mode], stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
+    assert child.stdout.readline() == "ready\n"
+    assert runfleet._stop_all({"stubborn": child}) == [named]
+    assert wait_for(lambda: not runfleet._group_alive(child), within=5)  # nothing of it left, once init reaps

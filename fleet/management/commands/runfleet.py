@@ -126,10 +126,20 @@ def _stop_all(children: dict[str, subprocess.Popen]) -> list[str]:
     for name, child in running.items():
         if child.poll() is None:
             killed.append(name)
+        elif _group_alive(child):
+            killed.append(f"{name}'s remaining processes")
         # Also reaches grandchildren (qcluster's workers) that outlived their leader.
         _signal_group(child, signal.SIGKILL)
         child.wait()
     return killed
+
+
+def _group_alive(child: subprocess.Popen) -> bool:
+    try:
+        os.killpg(child.pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
 
 
 def _signal_group(child: subprocess.Popen, signum: int) -> None:

@@ -211,7 +211,7 @@ class Command(BaseCommand):
             f"{time.strftime('%H:%M:%S')}  connected {stats.connected}/{stats.robots}  "
             f"submitted {w['submitted']}  acked {w['acked']}  rejected {w['rejected']}  "
             f"buffered {w['buffered']}  dropped {w['dropped']}  "
-            f"ack p50 {_ms(w['p50'])}  p99 {_ms(w['p99'])}  ({w['recent']} frames in the last second)"
+            f"ack p50 {_ms(w['p50'])}  p99 {_ms(w['p99'])}  ({plural(w['recent'], 'frame')} in the last second)"
         )
 
     def _summary(self, stats: Stats) -> None:
