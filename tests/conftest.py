@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
 import pytest
 import redis
 from channels.layers import channel_layers
+from django.test import override_settings
 
+from fleet.embedded_redis import EmbeddedRedis
+from fleet.events.stream import reset_publisher
 from fleet.redis import get_client, reset_clients
 
 # Every frame a test receives from the robot route is checked against the protocol's schemas.
@@ -67,3 +74,18 @@ def battery_low():
         defaults={"metric": "battery_percentage", "op": "lt", "threshold": 20, "for_seconds": 60, "enabled": True},
     )
     return rule
+
+
+@contextmanager
+def redis_server_as(setting: str, directory: Path, persist: bool = False) -> Iterator[EmbeddedRedis]:
+    """A Redis server of the test's own, as `setting` (REDIS_URL, FLEET_STREAMS_REDIS_URL) while it runs."""
+    server = EmbeddedRedis(directory, persist=persist).start()
+    with override_settings(**{setting: server.url}):
+        reset_clients()
+        reset_publisher()
+        try:
+            yield server
+        finally:
+            reset_publisher()
+    reset_clients()
+    server.stop()

@@ -10,12 +10,12 @@ import pytest
 from django.db import transaction
 from django.test import override_settings
 
-from fleet.embedded_redis import EmbeddedRedis
 from fleet.events.schema import payload_errors
 from fleet.events.stream import DROPPED_KEY, get_publisher, reset_publisher
-from fleet.redis import new_client, reset_clients
+from fleet.redis import new_client
 from metrics import signals as metrics_signals
 from telemetry import signals as telemetry_signals
+from tests.conftest import redis_server_as
 
 STREAM = "brain:events:stream"
 METRICS = {"cpu_usage": 45.2, "memory_usage": 62.8, "network_latency_ms": 12.5, "battery_percentage": 78.0}
@@ -189,14 +189,8 @@ def test_a_publish_that_fails_is_logged_not_raised(publisher, caplog):
 @pytest.fixture
 def private_redis(tmp_path):
     """A Redis server of the test's own that keeps its data, so the test can stop and restart it."""
-    server = EmbeddedRedis(tmp_path / "redis", persist=True).start()
-    with override_settings(REDIS_URL=server.url):
-        reset_clients()
-        reset_publisher()
+    with redis_server_as("REDIS_URL", tmp_path / "redis", persist=True) as server:
         yield server
-        reset_publisher()
-    reset_clients()
-    server.stop()
 
 
 def wait_until(condition, timeout: float = 5.0) -> None:

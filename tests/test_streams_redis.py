@@ -8,28 +8,20 @@ import pytest
 import redis
 from django.conf import settings
 from django.db import transaction
-from django.test import override_settings
 
-from fleet.embedded_redis import EmbeddedRedis
-from fleet.events.stream import get_publisher, reset_publisher
-from fleet.redis import get_client, reset_clients
+from fleet.events.stream import get_publisher
+from fleet.redis import get_client
 from metrics.aggregation import aggregate_mission_metrics
 from telemetry import signals as telemetry_signals
-from tests.conftest import counter_value
+from tests.conftest import counter_value, redis_server_as
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
 def streams_redis(tmp_path):
-    server = EmbeddedRedis(tmp_path / "streams-redis", persist=False).start()
-    with override_settings(FLEET_STREAMS_REDIS_URL=server.url):
-        reset_clients()
-        reset_publisher()
+    with redis_server_as("FLEET_STREAMS_REDIS_URL", tmp_path / "streams-redis") as server:
         yield server
-        reset_publisher()
-    reset_clients()
-    server.stop()
 
 
 def test_events_and_missions_go_through_the_streams_redis_and_nothing_else_does(streams_redis, client, admin_user):
