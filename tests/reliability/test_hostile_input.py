@@ -52,6 +52,14 @@ def daphne(django_db_setup, django_db_blocker, tmp_path_factory):
     assert_no_secret_in_logs([server.log_path], SECRETS)
 
 
+@pytest.fixture(autouse=True)
+def sessions_written():
+    """Wait, after each test, for the server to write its closed sockets' session rows (about a second
+    later): the database is emptied next, and on PostgreSQL that TRUNCATE and a late write can deadlock."""
+    yield
+    wait_for(lambda: not RobotSession.objects.filter(disconnected_at=None).exists(), within=15)
+
+
 def robots(count: int, prefix: str) -> dict[str, str]:
     tokens = make_robots(count, prefix)
     SECRETS.extend(tokens.values())
