@@ -14,6 +14,7 @@ from django.test import override_settings
 from fleet.embedded_redis import EmbeddedRedis
 from fleet.events.stream import reset_publisher
 from fleet.redis import get_client, reset_clients
+from tests.servers import wait_for
 
 # Every frame a test receives from the robot route is checked against the protocol's schemas.
 pytest_plugins = ["tests.protocol"]
@@ -89,3 +90,14 @@ def redis_server_as(setting: str, directory: Path, persist: bool = False) -> Ite
             reset_publisher()
     reset_clients()
     server.stop()
+
+
+@pytest.fixture
+def sessions_written():
+    """After the test, wait briefly for server processes to write their closed sockets' session rows
+    (the history writer runs once a second). The database is emptied next, and on PostgreSQL that
+    TRUNCATE and a late write can deadlock. Rows a killed server never closes cost the full wait."""
+    yield
+    from telemetry.models import RobotSession
+
+    wait_for(lambda: not RobotSession.objects.filter(disconnected_at=None).exists(), within=3)

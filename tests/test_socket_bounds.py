@@ -14,7 +14,7 @@ from telemetry.models import RobotSession
 from tests.raw_socket import RawWebSocket
 from tests.servers import ServerProcess, wait_for
 
-pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("sessions_written")]
 
 IDLE_TIMEOUT = 12.0
 GOOD = {"cpu_usage": 45.2, "memory_usage": 62.8, "network_latency_ms": 12.5, "battery_percentage": 78.0}

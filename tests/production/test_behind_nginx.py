@@ -21,7 +21,11 @@ from websockets.exceptions import InvalidStatus, InvalidURI
 from fleet_client import ClientEvent, RobotClient
 from tests.reliability.fleet import close_code, open_robot, round_trip
 
-pytestmark = [pytest.mark.timeout(180), pytest.mark.django_db(transaction=True)]
+pytestmark = [
+    pytest.mark.timeout(180),
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("sessions_written"),
+]
 FRAME = {"cpu_usage": 45.2, "memory_usage": 62.8, "network_latency_ms": 12.5, "battery_percentage": 78.0}
 
 

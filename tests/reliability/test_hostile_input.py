@@ -34,7 +34,7 @@ from tests.reliability.fleet import (
 )
 from tests.servers import BASE_DIR, ServerProcess, wait_for
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("sessions_written")]
 
 IDLE = 2.0
 STALL = 4.0
@@ -50,14 +50,6 @@ def daphne(django_db_setup, django_db_blocker, tmp_path_factory):
     yield server
     server.stop()
     assert_no_secret_in_logs([server.log_path], SECRETS)
-
-
-@pytest.fixture(autouse=True)
-def sessions_written():
-    """Wait, after each test, for the server to write its closed sockets' session rows (about a second
-    later): the database is emptied next, and on PostgreSQL that TRUNCATE and a late write can deadlock."""
-    yield
-    wait_for(lambda: not RobotSession.objects.filter(disconnected_at=None).exists(), within=15)
 
 
 def robots(count: int, prefix: str) -> dict[str, str]:
