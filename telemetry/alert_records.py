@@ -95,6 +95,7 @@ class Recorder:
     def __init__(self) -> None:
         self.unrecorded: list[Transition] = []
         self._task: asyncio.Task | None = None
+        self._waiting = False  # the database refused the last batch
 
     def add(self, transitions: list[Transition]) -> None:
         self.unrecorded.extend(transitions)
@@ -119,14 +120,19 @@ class Recorder:
             transitions, self.unrecorded = self.unrecorded, []
             try:
                 recorded = await database_sync_to_async(record)(transitions)
-            except (IntegrityError, DataError):
-                # It would fail the same way again: say which were lost rather than block the rest.
+            except Exception as exc:
+                if isinstance(exc, DatabaseError) and not isinstance(exc, (IntegrityError, DataError)):
+                    self.unrecorded[:0] = transitions  # first in line, so a clear never overtakes its raise
+                    if not self._waiting:  # once per outage, not once a second
+                        logger.warning("could not record %d alert transitions (%s); retrying", len(transitions), exc)
+                    self._waiting = True
+                    return
+                # A bad row or a bug would fail the same way again: name what is lost, go on with the rest.
                 logger.exception("could not record alert transitions %s", _names(transitions))
                 continue
-            except DatabaseError as exc:
-                self.unrecorded[:0] = transitions  # first in line, so a clear never overtakes its raise
-                logger.warning("could not record %d alert transitions yet (%s); retrying", len(transitions), exc)
-                return
+            if self._waiting:
+                self._waiting = False
+                logger.warning("alert transitions are recorded again")
             if recorded:
                 try:
                     await fanout.asend({"type": "fleet.alerts", "alerts": [t.message() for t in recorded]})
