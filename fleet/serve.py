@@ -98,6 +98,10 @@ class FleetServer(Server):
         return queue
 
     def protocol_disconnected(self, protocol):
+        # daphne calls this twice for some connections (a rejected socket, then its close; a finished
+        # request, then its lost connection): the first may already have reaped it.
+        if protocol not in self.connections:
+            return
         super().protocol_disconnected(protocol)
         self._reap(protocol)
 
