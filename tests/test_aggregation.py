@@ -181,7 +181,8 @@ def test_it_snapshots_each_changed_counter_once_at_the_end_of_a_run(redis_client
 
 @pytest.mark.django_db(transaction=True)
 def test_two_concurrent_runs_in_threads_never_double_count(redis_client):
-    add_missions(redis_client, 1000)
+    # Enough batches that neither thread can finish them all before the other starts, even on a busy machine.
+    add_missions(redis_client, 5000)
     barrier = threading.Barrier(2)
     results = []
     errors = []
@@ -203,9 +204,9 @@ def test_two_concurrent_runs_in_threads_never_double_count(redis_client):
 
     assert errors == []
     processed = [result.entries_processed for result in results]
-    assert sum(processed) == 1000
+    assert sum(processed) == 5000
     assert min(processed) > 0, f"the two runs did not overlap: {processed}"
-    assert status_counts() == {"completed": 250, "failed": 250, "in_progress": 250, "cancelled": 250}
+    assert status_counts() == {"completed": 1250, "failed": 1250, "in_progress": 1250, "cancelled": 1250}
 
 
 @pytest.mark.django_db(transaction=True)
