@@ -221,16 +221,19 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # --- Redis ------------------------------------------------------------------------------------
 # One place decides where Redis is; everything else asks fleet.redis.
 REDIS_EMBEDDED = not os.environ.get("REDIS_URL")
-REDIS_URL = os.environ.get("REDIS_URL") or f"unix://{VAR_DIR / 'redis' / 'redis.sock'}"
-if urlsplit(REDIS_URL).scheme not in {"redis", "rediss", "unix"}:
-    raise ImproperlyConfigured(f"REDIS_URL must start with redis://, rediss:// or unix://; got {REDIS_URL!r}")
+REDIS_SCHEMES = {"redis", "rediss", "unix"}
+
+
+def redis_url(name: str, url: str) -> str:
+    if url and urlsplit(url).scheme not in REDIS_SCHEMES:
+        raise ImproperlyConfigured(f"{name} must start with redis://, rediss:// or unix://; got {url!r}")
+    return url
+
+
+REDIS_URL = redis_url("REDIS_URL", os.environ.get("REDIS_URL") or f"unix://{VAR_DIR / 'redis' / 'redis.sock'}")
 # The event and mission streams may live on a Redis of their own (docs/scaling.md): the streams other
 # modules of the platform share, away from the live path's presence and latest values. Empty: REDIS_URL.
-FLEET_STREAMS_REDIS_URL = os.environ.get("FLEET_STREAMS_REDIS_URL", "")
-if FLEET_STREAMS_REDIS_URL and urlsplit(FLEET_STREAMS_REDIS_URL).scheme not in {"redis", "rediss", "unix"}:
-    raise ImproperlyConfigured(
-        f"FLEET_STREAMS_REDIS_URL must start with redis://, rediss:// or unix://; got {FLEET_STREAMS_REDIS_URL!r}"
-    )
+FLEET_STREAMS_REDIS_URL = redis_url("FLEET_STREAMS_REDIS_URL", os.environ.get("FLEET_STREAMS_REDIS_URL", ""))
 # A hung Redis must never hold a request for long.
 REDIS_CONNECT_TIMEOUT = envfloat("REDIS_CONNECT_TIMEOUT", "0.5")
 REDIS_SOCKET_TIMEOUT = envfloat("REDIS_SOCKET_TIMEOUT", "0.5")
@@ -240,7 +243,7 @@ REDIS_MAX_CONNECTIONS = envint("REDIS_MAX_CONNECTIONS", "1000", minimum=1)
 # channels and groups over its hosts by consistent hashing. Default: the one REDIS_URL.
 CHANNELS_REDIS_URLS = envlist("CHANNELS_REDIS_URLS", "") or [REDIS_URL]
 for _url in CHANNELS_REDIS_URLS:
-    if urlsplit(_url).scheme not in {"redis", "rediss", "unix"}:
+    if urlsplit(_url).scheme not in REDIS_SCHEMES:
         raise ImproperlyConfigured(f"CHANNELS_REDIS_URLS must list redis://, rediss:// or unix:// URLs; got {_url!r}")
 _CHANNELS_HOSTS = [
     # No CLIENT SETINFO per new connection (see fleet.redis).
